@@ -1,0 +1,81 @@
+/**
+ * The broker carries broadcasts between the connections subscribed to a
+ * topic. The default, {@link layerLocal}, keeps one Effect `PubSub` per topic
+ * in this process: created on first subscribe, shut down on last unsubscribe.
+ * A broker that spans processes (Redis) implements the same interface.
+ *
+ * A broadcast travels as an {@link Envelope}, which encodes its message once
+ * per serializer however many subscribers write it (Phoenix's "fastlane").
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import type * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
+import * as internal from "./internal/localBroker.js"
+import type { Broadcast, Frame } from "./protocol/Message.js"
+import type { Serializer, UnencodableMessage } from "./protocol/Serializer.js"
+
+/**
+ * A broadcast on its way to subscribers.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class Envelope {
+  private v1: Either.Either<Frame, UnencodableMessage> | undefined
+  private v2: Either.Either<Frame, UnencodableMessage> | undefined
+
+  constructor(
+    readonly message: Broadcast,
+    /** The connection that must not receive it (`broadcastFrom`), if any. */
+    readonly except: string | undefined = undefined
+  ) {}
+
+  /** The message encoded by a serializer, computed once per serializer. */
+  frame(serializer: Serializer): Either.Either<Frame, UnencodableMessage> {
+    if (serializer.vsn === "2.0.0") return this.v2 ??= serializer.encode(this.message)
+    return this.v1 ??= serializer.encode(this.message)
+  }
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /** Delivers an envelope to every subscriber of its topic. */
+  readonly publish: (envelope: Envelope) => Effect.Effect<void>
+  /** Subscribes to a topic for the life of the scope. */
+  readonly subscribe: (topic: string) => Effect.Effect<Queue.Dequeue<Envelope>, never, Scope.Scope>
+  /** How many subscriptions this process holds on a topic. */
+  readonly subscribers: (topic: string) => Effect.Effect<number>
+  /** Every envelope published through this process. */
+  readonly published: Stream.Stream<Envelope>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class Broker extends Context.Tag("@effect-channels/Broker")<Broker, Service>() {}
+
+/**
+ * A broker local to this process, with one unbounded `PubSub` per topic.
+ * Unbounded, so that one slow subscriber never holds back the others: each
+ * connection bounds its own outbound buffer instead.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeLocal: Effect.Effect<Service, never, Scope.Scope> = internal.make
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerLocal: Layer.Layer<Broker> = Layer.scoped(Broker, makeLocal)

@@ -1,0 +1,97 @@
+/**
+ * The `ChannelBroadcaster` reaches channels from anywhere in an application,
+ * an HTTP route or a background fiber: it broadcasts to a topic, counts the
+ * connected clients, disconnects every connection of a socket id, and
+ * observes broadcasts as a `Stream`.
+ *
+ * ```ts
+ * const announce = Effect.gen(function*() {
+ *   const broadcaster = yield* ChannelBroadcaster
+ *   yield* broadcaster.broadcast("rooms:lobby", "new:msg", { body: "hello" })
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { Broker, Envelope, layerLocal as localBroker } from "./Broker.js"
+import type { Broadcast, Payload } from "./protocol/Message.js"
+import * as Message from "./protocol/Message.js"
+
+/**
+ * The event that, broadcast to a socket id's topic, closes every connection
+ * with that id (close code 1001: clients reconnect).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const disconnectEvent = "disconnect"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /** Broadcasts an event to every subscriber of a topic. */
+  readonly broadcast: (topic: string, event: string, payload?: Payload) => Effect.Effect<void>
+  /** The number of connections open in this process. */
+  readonly connected: Effect.Effect<number>
+  /** Closes every connection whose socket id is `id`. */
+  readonly disconnect: (id: string) => Effect.Effect<void>
+  /** Every broadcast sent through this process. */
+  readonly broadcasts: Stream.Stream<Broadcast>
+  /** Counts a connection as connected for the life of the scope (used by transports). */
+  readonly register: Effect.Effect<void, never, Scope.Scope>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class ChannelBroadcaster extends Context.Tag("@effect-channels/ChannelBroadcaster")<
+  ChannelBroadcaster,
+  Service
+>() {}
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<Service, never, Broker> = Effect.gen(function*() {
+  const broker = yield* Broker
+  let connected = 0
+  return {
+    broadcast: (topic, event, payload = {}) =>
+      broker.publish(new Envelope(Message.broadcast(topic, event, payload))),
+    connected: Effect.sync(() => connected),
+    disconnect: (id) => broker.publish(new Envelope(Message.broadcast(id, disconnectEvent, {}))),
+    broadcasts: Stream.map(broker.published, (envelope) => envelope.message),
+    register: Effect.acquireRelease(
+      Effect.sync(() => {
+        connected++
+      }),
+      () =>
+        Effect.sync(() => {
+          connected--
+        })
+    )
+  }
+})
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<ChannelBroadcaster, never, Broker> = Layer.effect(ChannelBroadcaster, make)
+
+/**
+ * The broadcaster over a broker local to this process: the default setup.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerLocal: Layer.Layer<ChannelBroadcaster | Broker> = Layer.provideMerge(layer, localBroker)

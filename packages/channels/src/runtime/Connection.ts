@@ -1,0 +1,373 @@
+/**
+ * The connection runtime: one client connection, whatever its transport.
+ *
+ * The connection lives in the caller's `Scope` (the transport's). Frames
+ * received are queued in order and handled by one dispatcher fiber; each
+ * joined channel gets a child scope with two fibers, one handling the events
+ * the client pushes (in order), one writing the topic's broadcasts. Closing a
+ * channel's scope runs its `leave` hook; closing the connection's scope closes
+ * every channel, then runs `disconnect`, whatever ended the connection.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
+import { Broker, Envelope } from "../Broker.js"
+import { ChannelBroadcaster, disconnectEvent } from "../ChannelBroadcaster.js"
+import type { ChannelConn, ConnectInfo, LeaveReason, SocketInfo } from "../ChannelConn.js"
+import type { ChannelEvent } from "../ChannelEvent.js"
+import { InvalidPayload } from "../ChannelEvent.js"
+import type { Channel } from "../ChannelHandler.js"
+import { ChannelHandler } from "../ChannelHandler.js"
+import type { Frame, Message, Outbound, Payload } from "../protocol/Message.js"
+import * as Msg from "../protocol/Message.js"
+import type { Serializer } from "../protocol/Serializer.js"
+import type { Transport } from "../transport/Transport.js"
+import { CloseCode } from "../transport/Transport.js"
+
+/** @internal */
+export interface Options {
+  readonly heartbeatTimeout: Duration.Duration
+  readonly maxChannels: number
+  readonly maxFrameSize: number
+  readonly outboundBufferLimit: number
+  readonly inboundQueueLimit: number
+}
+
+/** @internal */
+export interface Params {
+  readonly transport: Transport
+  readonly serializer: Serializer
+  readonly connectInfo: ConnectInfo
+  readonly id: string | undefined
+  readonly assigns: Readonly<Record<string, unknown>>
+  readonly options: Options
+}
+
+/** @internal */
+export interface Connection {
+  /** A unique id of this connection (not the socket id, which several connections may share). */
+  readonly id: string
+  readonly socket: SocketInfo
+  /** Hands a frame received from the client to the connection, in order. */
+  readonly receive: (frame: Frame) => void
+}
+
+interface ChannelState {
+  readonly topic: string
+  readonly joinRef: string
+  readonly hooks: Channel
+  readonly scope: Scope.CloseableScope
+  readonly mailbox: Queue.Queue<ChannelEvent>
+  readonly assigns: Record<string, unknown>
+  readonly held: Array<Effect.Effect<void>>
+  conn: ChannelConn
+  joined: boolean
+  ended: LeaveReason | undefined
+}
+
+const node = Math.random().toString(36).slice(2, 10)
+let counter = 0
+
+const frameSize = (frame: Frame) => (typeof frame === "string" ? frame.length : frame.byteLength)
+
+const toEvent = (message: Message): ChannelEvent => ({
+  topic: message.topic,
+  event: message.event,
+  payload: message.payload,
+  ref: message.ref,
+  joinRef: message.joinRef
+})
+
+const isInvalidPayload = (u: unknown): u is InvalidPayload => u instanceof InvalidPayload
+
+/** @internal */
+export const make = (
+  params: Params
+): Effect.Effect<Connection, never, Scope.Scope | ChannelHandler | Broker | ChannelBroadcaster> =>
+  Effect.gen(function*() {
+    const handler = yield* ChannelHandler
+    const broker = yield* Broker
+    const broadcaster = yield* ChannelBroadcaster
+    const scope = yield* Effect.scope
+    const { options, serializer, transport } = params
+    const id = `${node}.${++counter}`
+    const channels = new Map<string, ChannelState>()
+    const inbox = yield* Queue.unbounded<Frame>()
+    const heartbeatMillis = Duration.toMillis(options.heartbeatTimeout)
+    let lastReceived = yield* Clock.currentTimeMillis
+    let closed: { readonly code: number; readonly reason: string } | undefined
+
+    const socketAssigns: Record<string, unknown> = { ...params.assigns }
+    const socket: SocketInfo = {
+      id: Option.fromNullable(params.id),
+      connectInfo: params.connectInfo,
+      assigns: socketAssigns,
+      assign: (key, value) =>
+        Effect.sync(() => {
+          socketAssigns[key] = value
+        })
+    }
+
+    const close = (code: number, reason: string) => {
+      if (closed !== undefined) return
+      closed = { code, reason }
+      transport.close(code, reason)
+    }
+
+    const write = (frame: Frame) => {
+      if (closed !== undefined) return
+      if (transport.bufferedAmount() > options.outboundBufferLimit) {
+        close(CloseCode.tryAgainLater, "outbound buffer full: the client does not read")
+        return
+      }
+      transport.send(frame)
+    }
+
+    const send = (message: Outbound): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const frame = serializer.encode(message)
+        if (Either.isLeft(frame)) {
+          return Effect.logWarning("message dropped", frame.left.reason)
+        }
+        write(frame.right)
+        return Effect.void
+      })
+
+    const sendError = (message: Message, joinRef: string | null, reason: Payload) =>
+      send(Msg.reply(joinRef, message.ref, message.topic, "error", reason))
+
+    // Channels
+
+    const terminate = (channel: ChannelState, reason: LeaveReason): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (channel.ended !== undefined) return Effect.void
+        channel.ended = reason
+        if (channels.get(channel.topic) === channel) channels.delete(channel.topic)
+        const notice = reason === "crashed"
+          ? Msg.push(channel.joinRef, channel.topic, Msg.Events.error, { reason: "channel_crash" }, channel.joinRef)
+          : Msg.push(channel.joinRef, channel.topic, Msg.Events.close, {}, channel.joinRef)
+        return Effect.zipRight(Scope.close(channel.scope, Exit.void), send(notice))
+      })
+
+    /** Terminates a channel from one of its own fibers, which the termination interrupts. */
+    const terminateFromWithin = (channel: ChannelState, reason: LeaveReason) =>
+      Effect.asVoid(Effect.forkIn(terminate(channel, reason), scope))
+
+    const whenJoined = (channel: ChannelState, effect: Effect.Effect<void>): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (channel.ended !== undefined) return Effect.void
+        if (channel.joined) return effect
+        channel.held.push(effect)
+        return Effect.void
+      })
+
+    const makeConn = (channel: ChannelState): ChannelConn => ({
+      topic: channel.topic,
+      joinRef: channel.joinRef,
+      socket,
+      allowJoin: (response = {}) => ({ _tag: "Allow", response }),
+      refuseJoin: (reason) => ({ _tag: "Refuse", reason }),
+      reply: (event, status, response = {}) =>
+        event.ref === null || channel.ended !== undefined
+          ? Effect.void
+          : send(Msg.reply(channel.joinRef, event.ref, channel.topic, status, response)),
+      push: (event, payload = {}) => whenJoined(channel, send(Msg.push(channel.joinRef, channel.topic, event, payload))),
+      broadcast: (event, payload = {}) =>
+        whenJoined(channel, broker.publish(new Envelope(Msg.broadcast(channel.topic, event, payload)))),
+      broadcastFrom: (event, payload = {}) =>
+        whenJoined(channel, broker.publish(new Envelope(Msg.broadcast(channel.topic, event, payload), id))),
+      leave: Effect.suspend(() =>
+        channel.joined && channel.ended === undefined ? terminateFromWithin(channel, "closed") : Effect.void
+      ),
+      assigns: Effect.sync(() => channel.assigns),
+      assign: (key, value) =>
+        Effect.sync(() => {
+          channel.assigns[key] = value
+        })
+    })
+
+    const crash = (channel: ChannelState, cause: Cause.Cause<unknown>) =>
+      Effect.zipRight(
+        Effect.logError("channel crashed", cause),
+        terminateFromWithin(channel, "crashed")
+      )
+
+    const handleIncoming = (channel: ChannelState, event: ChannelEvent): Effect.Effect<void> =>
+      channel.hooks.incoming(channel.conn, event).pipe(
+        Effect.catchIf(isInvalidPayload, (error) => channel.conn.reply(event, "error", error.response)),
+        Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.interrupt : crash(channel, cause))
+      )
+
+    const runMailbox = (channel: ChannelState) =>
+      Effect.gen(function*() {
+        while (channel.ended === undefined) {
+          const event = yield* Queue.take(channel.mailbox)
+          yield* handleIncoming(channel, event)
+        }
+      })
+
+    const deliver = (subscription: Queue.Dequeue<Envelope>) =>
+      Effect.forever(Effect.flatMap(Queue.takeBetween(subscription, 1, Number.MAX_SAFE_INTEGER), (envelopes) =>
+        Effect.sync(() => {
+          for (const envelope of envelopes) {
+            if (envelope.except === id) continue
+            const frame = envelope.frame(serializer)
+            if (Either.isRight(frame)) write(frame.right)
+          }
+        })))
+
+    const join = (message: Message) =>
+      Effect.gen(function*() {
+        const { topic } = message
+        const existing = channels.get(topic)
+        if (existing !== undefined) {
+          yield* Effect.logDebug("duplicate join: closing the existing channel")
+          yield* terminate(existing, "duplicate")
+        }
+        const hooks = handler.channel(topic)
+        if (hooks === undefined) {
+          yield* Effect.logDebug("join to an unmatched topic")
+          return yield* sendError(message, message.joinRef, { reason: "unmatched topic" })
+        }
+        if (channels.size >= options.maxChannels) {
+          return yield* sendError(message, message.joinRef, { reason: "too many channels joined" })
+        }
+        const channelScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+        const channel: ChannelState = {
+          topic,
+          joinRef: message.joinRef ?? message.ref ?? "",
+          hooks,
+          scope: channelScope,
+          mailbox: yield* Queue.unbounded<ChannelEvent>(),
+          assigns: {},
+          held: [],
+          conn: undefined as unknown as ChannelConn,
+          joined: false,
+          ended: undefined
+        }
+        channel.conn = makeConn(channel)
+        const exit = yield* Effect.exit(hooks.join(channel.conn, toEvent(message)))
+        if (Exit.isFailure(exit) || exit.value._tag === "Refuse") {
+          channel.ended = "left"
+          yield* Scope.close(channelScope, Exit.void)
+          if (Exit.isSuccess(exit)) {
+            return yield* sendError(message, message.joinRef, exit.value._tag === "Refuse" ? exit.value.reason : {})
+          }
+          const failure = Cause.failureOption(exit.cause)
+          if (Option.isSome(failure) && isInvalidPayload(failure.value)) {
+            return yield* sendError(message, message.joinRef, failure.value.response)
+          }
+          yield* Effect.logError("join crashed", exit.cause)
+          return yield* sendError(message, message.joinRef, { reason: "join crashed" })
+        }
+        const { response } = exit.value
+        channels.set(topic, channel)
+        yield* Scope.addFinalizer(
+          channelScope,
+          Effect.suspend(() => hooks.leave(channel.conn, channel.ended ?? "disconnected")).pipe(
+            Effect.catchAllCause((cause) => Effect.logError("leave failed", cause))
+          )
+        )
+        const subscription = yield* Scope.extend(broker.subscribe(topic), channelScope)
+        yield* send(Msg.reply(message.joinRef, message.ref, topic, "ok", response))
+        channel.joined = true
+        const annotate = Effect.annotateLogs("topic", topic)
+        yield* Effect.forkIn(annotate(deliver(subscription)), channelScope)
+        yield* Effect.forkIn(annotate(runMailbox(channel)), channelScope)
+        yield* Effect.all(channel.held.splice(0), { discard: true })
+      }).pipe(Effect.annotateLogs("topic", message.topic))
+
+    // Frames
+
+    const handleFrame = (frame: Frame): Effect.Effect<void> => {
+      const decoded = serializer.decode(frame)
+      if (Either.isLeft(decoded)) {
+        return Effect.zipRight(
+          Effect.logWarning("closing on a malformed frame", decoded.left.reason),
+          Effect.sync(() => close(CloseCode.invalidPayload, decoded.left.reason))
+        )
+      }
+      const message = decoded.right
+      if (message.event === Msg.Events.heartbeat && message.topic === Msg.socketTopic) {
+        return send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
+      }
+      if (message.event === Msg.Events.join) return join(message)
+      const channel = channels.get(message.topic)
+      if (channel === undefined) {
+        return message.event === Msg.Events.leave
+          ? send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
+          : sendError(message, null, { reason: "unmatched topic" })
+      }
+      if (message.joinRef !== null && message.joinRef !== channel.joinRef) return Effect.void
+      if (message.event === Msg.Events.leave) {
+        return Effect.zipRight(
+          send(Msg.reply(channel.joinRef, message.ref, channel.topic, "ok", {})),
+          terminate(channel, "left")
+        )
+      }
+      return Queue.offer(channel.mailbox, toEvent(message))
+    }
+
+    const dispatch = Effect.forever(Effect.flatMap(
+      Queue.takeBetween(inbox, 1, Number.MAX_SAFE_INTEGER),
+      (frames) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          lastReceived = now
+          return Effect.forEach(frames, (frame) => closed === undefined ? handleFrame(frame) : Effect.void, {
+            discard: true
+          })
+        })
+    ))
+
+    const heartbeat = Effect.gen(function*() {
+      while (closed === undefined) {
+        const idle = (yield* Clock.currentTimeMillis) - lastReceived
+        if (idle >= heartbeatMillis) {
+          yield* Effect.logDebug("closing: no message within the heartbeat timeout")
+          return close(CloseCode.normal, "heartbeat timeout")
+        }
+        yield* Effect.sleep(heartbeatMillis - idle)
+      }
+    })
+
+    // Life cycle: finalizers run in reverse, so channels close (running
+    // `leave`), then the transport is closed, then `disconnect` runs.
+
+    yield* broadcaster.register
+    yield* Effect.addFinalizer(() =>
+      handler.disconnect(socket).pipe(
+        Effect.catchAllCause((cause) => Effect.logError("disconnect failed", cause))
+      )
+    )
+    yield* Effect.addFinalizer(() => Effect.sync(() => close(CloseCode.goingAway, "server shutting down")))
+    if (params.id !== undefined) {
+      const control = yield* broker.subscribe(params.id)
+      yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(control), (envelope) =>
+        envelope.message.event === disconnectEvent
+          ? Effect.sync(() => close(CloseCode.goingAway, "disconnected by the server"))
+          : Effect.void)))
+    }
+    yield* Effect.forkScoped(dispatch)
+    yield* Effect.forkScoped(heartbeat)
+
+    const receive = (frame: Frame): void => {
+      if (closed !== undefined) return
+      if (frameSize(frame) > options.maxFrameSize) {
+        return close(CloseCode.messageTooBig, "frame too large")
+      }
+      if (Option.getOrElse(inbox.unsafeSize(), () => 0) >= options.inboundQueueLimit) {
+        return close(CloseCode.policyViolation, "too many messages queued")
+      }
+      inbox.unsafeOffer(frame)
+    }
+    return { id, socket, receive }
+  })

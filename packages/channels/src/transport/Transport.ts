@@ -1,0 +1,39 @@
+/**
+ * What the channel runtime needs from a transport: a way to write frames, to
+ * know how much is written but not yet flushed, and to close. Transports
+ * (WebSocket, long-poll, the in-memory one of `ChannelTest`) adapt to it and
+ * feed received frames to the connection; the protocol lives in the runtime
+ * once, for all of them.
+ *
+ * @since 0.1.0
+ */
+import type { Frame } from "../protocol/Message.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Transport {
+  /** Queues a frame for the client; never blocks. */
+  readonly send: (frame: Frame) => void
+  /** Bytes queued for the client and not yet flushed. */
+  readonly bufferedAmount: () => number
+  /** Closes the transport; the connection ends when the transport has closed. */
+  readonly close: (code: number, reason: string) => void
+}
+
+/**
+ * Close codes the runtime uses.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const CloseCode = {
+  normal: 1000,
+  goingAway: 1001,
+  invalidPayload: 1007,
+  policyViolation: 1008,
+  messageTooBig: 1009,
+  internalError: 1011,
+  tryAgainLater: 1013
+} as const

@@ -1,0 +1,65 @@
+/**
+ * The chat server as a layer: the lobby channel at `/socket`, `PUT /broadcast`
+ * to post into the lobby from outside any channel, and the chat page at `/`.
+ */
+import { ChannelBroadcaster, ChannelSocket } from "@effect-channels/core"
+import { NodeWebSocketServer } from "@effect-channels/node"
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import { readFileSync } from "node:fs"
+import { createServer } from "node:http"
+import { createRequire } from "node:module"
+import { dirname, join } from "node:path"
+import * as LobbyChannel from "./LobbyChannel.js"
+
+const page = readFileSync(new URL("../public/index.html", import.meta.url), "utf8")
+const phoenixClient = readFileSync(
+  join(dirname(createRequire(import.meta.url).resolve("phoenix")), "phoenix.min.js"),
+  "utf8"
+)
+
+const PostedMessage = Schema.Struct({ user: Schema.String, body: Schema.String })
+
+const postToLobby = Effect.gen(function*() {
+  const message = yield* HttpServerRequest.schemaBodyJson(PostedMessage)
+  const broadcaster = yield* ChannelBroadcaster.ChannelBroadcaster
+  yield* broadcaster.broadcast(LobbyChannel.lobby, "new:msg", message)
+  return yield* HttpServerResponse.json({ connected: yield* broadcaster.connected })
+}).pipe(
+  Effect.catchTags({
+    ParseError: (error) => HttpServerResponse.json({ error: error.message }, { status: 400 }),
+    RequestError: (error) => HttpServerResponse.json({ error: error.message }, { status: 400 })
+  })
+)
+
+export const router = HttpRouter.empty.pipe(
+  HttpRouter.get("/", HttpServerResponse.html(page)),
+  HttpRouter.get(
+    "/phoenix.js",
+    HttpServerResponse.text(phoenixClient, { contentType: "text/javascript; charset=utf-8" })
+  ),
+  HttpRouter.put("/broadcast", postToLobby),
+  HttpRouter.concat(ChannelSocket.router({ path: "/socket" }))
+)
+
+/** Everything the chat needs but the HTTP server. */
+export const services = Layer.mergeAll(
+  LobbyChannel.layer,
+  ChannelBroadcaster.layerLocal,
+  NodeWebSocketServer.layer
+)
+
+/** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */
+export const layer = (options: { readonly host: string; readonly port: number }) =>
+  router.pipe(
+    HttpServer.serve(),
+    HttpServer.withLogAddress,
+    Layer.provide(services),
+    Layer.provide(NodeHttpServer.layer(createServer, options))
+  )

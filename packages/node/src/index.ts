@@ -1,0 +1,8 @@
+/**
+ * Node.js specifics for effect-channels.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as NodeWebSocketServer from "./NodeWebSocketServer.js"

@@ -1,0 +1,1 @@
+export default ["packages/channels", "packages/node", "packages/example-chat"]
