@@ -12,6 +12,7 @@
  */
 import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
 import type { ChannelEvent } from "./ChannelEvent.js"
 import type { Payload, ReplyStatus } from "./protocol/Message.js"
 
@@ -80,6 +81,11 @@ export interface ChannelConn {
   readonly topic: string
   readonly joinRef: string
   readonly socket: SocketInfo
+  /**
+   * The channel's scope: closed when the channel ends, however it ends. What
+   * a handler attaches to it (a presence, a subscription) ends with the channel.
+   */
+  readonly scope: Scope.Scope
   /** Allows the join; `response` (default `{}`) is the join reply. */
   readonly allowJoin: (response?: Payload) => JoinResult
   /** Refuses the join; the client gets an error reply with `reason`. */

@@ -174,6 +174,7 @@ export const make = (
       topic: channel.topic,
       joinRef: channel.joinRef,
       socket,
+      scope: channel.scope,
       allowJoin: (response = {}) => ({ _tag: "Allow", response }),
       refuseJoin: (reason) => ({ _tag: "Refuse", reason }),
       reply: (event, status, response = {}) =>
