@@ -15,7 +15,6 @@ import type * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
-import type * as Stream from "effect/Stream"
 import * as internal from "./internal/localBroker.js"
 import type { Broadcast, Frame } from "./protocol/Message.js"
 import type { Serializer, UnencodableMessage } from "./protocol/Serializer.js"
@@ -54,8 +53,8 @@ export interface Service {
   readonly subscribe: (topic: string) => Effect.Effect<Queue.Dequeue<Envelope>, never, Scope.Scope>
   /** How many subscriptions this process holds on a topic. */
   readonly subscribers: (topic: string) => Effect.Effect<number>
-  /** Every envelope published through this process. */
-  readonly published: Stream.Stream<Envelope>
+  /** Subscribes, for the life of the scope, to every envelope published through this process. */
+  readonly published: Effect.Effect<Queue.Dequeue<Envelope>, never, Scope.Scope>
 }
 
 /**

@@ -69,7 +69,8 @@ export const make: Effect.Effect<Service, never, Broker> = Effect.gen(function*(
       broker.publish(new Envelope(Message.broadcast(topic, event, payload))),
     connected: Effect.sync(() => connected),
     disconnect: (id) => broker.publish(new Envelope(Message.broadcast(id, disconnectEvent, {}))),
-    broadcasts: Stream.map(broker.published, (envelope) => envelope.message),
+    broadcasts: Stream.unwrapScoped(Effect.map(broker.published, (envelopes) =>
+      Stream.map(Stream.fromQueue(envelopes), (envelope) => envelope.message))),
     register: Effect.acquireRelease(
       Effect.sync(() => {
         connected++

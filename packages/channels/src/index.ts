@@ -26,3 +26,7 @@ export * as Serializer from "./protocol/Serializer.js"
 export * as Transport from "./transport/Transport.js"
 /** @since 0.1.0 */
 export * as WebSocket from "./transport/WebSocket.js"
+/** @since 0.1.0 */
+export * as ChannelTest from "./ChannelTest.js"
+/** @since 0.1.0 */
+export * as ClientCodec from "./protocol/ClientCodec.js"

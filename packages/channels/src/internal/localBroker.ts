@@ -1,7 +1,6 @@
 import * as Effect from "effect/Effect"
 import * as PubSub from "effect/PubSub"
 import * as RcMap from "effect/RcMap"
-import * as Stream from "effect/Stream"
 import type { Envelope, Service } from "../Broker.js"
 
 /** @internal */
@@ -38,7 +37,7 @@ export const make = Effect.gen(function*() {
         return subscription
       }),
     subscribers: (topic) => Effect.sync(() => counts.get(topic) ?? 0),
-    published: Stream.fromPubSub(all)
+    published: PubSub.subscribe(all)
   }
   return service
 })

@@ -1,0 +1,543 @@
+/**
+ * Test channel handlers the way Phoenix users do with `Phoenix.ChannelTest`,
+ * in `it.effect` / `it.scoped` blocks, without a network. Sockets here run
+ * the very connection runtime that serves WebSockets, over an in-memory
+ * transport, with real V2 frames in both directions.
+ *
+ * ```ts
+ * import { ChannelTest } from "@effect-channels/core"
+ * import { it } from "@effect/vitest"
+ *
+ * const TestLayer = ChannelTest.layer.pipe(Layer.provideMerge(LobbyChannel.layer))
+ *
+ * it.scoped("new:msg is re-broadcast", () =>
+ *   Effect.gen(function*() {
+ *     const socket = yield* ChannelTest.connect({ user: "ada" })
+ *     const lobby = yield* ChannelTest.subscribeAndJoin(socket, "rooms:lobby", { user: "ada" })
+ *     yield* ChannelTest.push(lobby, "new:msg", { body: "hi" })
+ *     yield* ChannelTest.assertBroadcast("rooms:lobby", "new:msg", { body: "hi" })
+ *     yield* ChannelTest.assertPush(lobby, "new:msg", { body: "hi" })
+ *   }).pipe(Effect.provide(TestLayer)))
+ * ```
+ *
+ * Every assertion waits for its message up to a timeout (default 100 ms, as
+ * ExUnit's `assert_receive`). Under `TestClock` that timeout is test time: an
+ * assertion that has to wait advances the `TestClock` while it waits, so no
+ * test sleeps, and timers of the code under test (heartbeats, presence
+ * batching) move with it. A failed assertion fails with {@link AssertionFailed},
+ * whose message lists what was received instead.
+ *
+ * The test layer observes every broadcast published in it from the moment it
+ * is built, so `assertBroadcast` sees broadcasts to any topic.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import type * as TestClock from "effect/TestClock"
+import { Broker } from "./Broker.js"
+import * as ChannelBroadcaster from "./ChannelBroadcaster.js"
+import type { ConnectInfo, SocketInfo } from "./ChannelConn.js"
+import type { ConnectRefused } from "./ChannelHandler.js"
+import { ChannelHandler } from "./ChannelHandler.js"
+import { resolveOptions } from "./ChannelSocket.js"
+import type * as ChannelSocket from "./ChannelSocket.js"
+import * as ClientCodec from "./protocol/ClientCodec.js"
+import type { Broadcast, Outbound, Payload, Push, Reply, ReplyStatus } from "./protocol/Message.js"
+import * as Msg from "./protocol/Message.js"
+import * as Serializer from "./protocol/Serializer.js"
+import * as Connection from "./runtime/Connection.js"
+
+/**
+ * A failed assertion.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AssertionFailed extends Data.TaggedError("AssertionFailed")<{
+  readonly message: string
+}> {}
+
+/**
+ * A join the handler refused (or that crashed): `reason` is the error reply.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class JoinRefused extends Data.TaggedError("JoinRefused")<{
+  readonly topic: string
+  readonly reason: Payload
+}> {
+  override get message() {
+    return `join to ${this.topic} refused: ${JSON.stringify(this.reason)}`
+  }
+}
+
+/**
+ * What a payload must be: equal to a value (deep structural equality, bytes
+ * included), or satisfy a predicate.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type PayloadMatch = Payload | ((payload: Payload) => boolean)
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface AssertOptions {
+  /** How long to wait; default 100 ms (test time under `TestClock`). */
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * The close of a connection, by the server or by the test.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Closed {
+  readonly code: number
+  readonly reason: string
+}
+
+/**
+ * A client connection under test.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TestSocket {
+  readonly _tag: "TestSocket"
+  /** The server's view of the socket: id, connect info, assigns. */
+  readonly socket: SocketInfo
+  /** Completes when the server closes the connection. */
+  readonly closed: Effect.Effect<Closed>
+  /** @internal */
+  readonly connection: Connection.Connection
+  /** @internal */
+  readonly mailbox: Mailbox<Outbound>
+  /** @internal */
+  readonly fiber: Fiber.RuntimeFiber<void>
+  /** @internal */
+  readonly end: Deferred.Deferred<Closed>
+  /** @internal */
+  nextRef: number
+}
+
+/**
+ * A channel joined by a {@link TestSocket}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TestChannel {
+  readonly _tag: "TestChannel"
+  readonly socket: TestSocket
+  readonly topic: string
+  readonly joinRef: string
+  /** The join reply's response. */
+  readonly reply: Payload
+}
+
+/** Messages kept until an assertion takes them, with waiters woken on arrival. */
+/** @internal */
+export class Mailbox<A> {
+  private readonly items: Array<A> = []
+  private readonly waiters = new Set<() => void>()
+
+  add(item: A) {
+    this.items.push(item)
+    for (const waiter of this.waiters) waiter()
+  }
+
+  take(predicate: (item: A) => boolean): A | undefined {
+    const index = this.items.findIndex(predicate)
+    return index === -1 ? undefined : this.items.splice(index, 1)[0]
+  }
+
+  /** Waits for the first item satisfying the predicate and removes it. */
+  await(predicate: (item: A) => boolean): Effect.Effect<A> {
+    return Effect.async<A>((resume) => {
+      const found = this.take(predicate)
+      if (found !== undefined) return resume(Effect.succeed(found))
+      const waiter = () => {
+        const item = this.take(predicate)
+        if (item === undefined) return
+        this.waiters.delete(waiter)
+        resume(Effect.succeed(item))
+      }
+      this.waiters.add(waiter)
+      return Effect.sync(() => this.waiters.delete(waiter))
+    })
+  }
+
+  describe(): string {
+    return this.items.length === 0 ? "nothing" : this.items.map((item) => JSON.stringify(item, bytes)).join("\n  ")
+  }
+}
+
+const bytes = (_key: string, value: unknown) =>
+  value instanceof Uint8Array ? `<${value.length} bytes: ${Array.from(value.subarray(0, 16)).join(" ")}>` : value
+
+/**
+ * The service behind the test layer: the broadcasts observed so far.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class ChannelTest extends Context.Tag("@effect-channels/ChannelTest")<ChannelTest, {
+  readonly broadcasts: Mailbox<Broadcast>
+}>() {}
+
+/**
+ * The test layer: a local broker and broadcaster, and the recorder of their
+ * broadcasts. Provide your `ChannelHandler` layer next to it.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<ChannelTest | Broker | ChannelBroadcaster.ChannelBroadcaster> = Layer.scoped(
+  ChannelTest,
+  Effect.gen(function*() {
+    const broker = yield* Broker
+    const broadcasts = new Mailbox<Broadcast>()
+    const published = yield* broker.published
+    yield* Effect.forkScoped(Effect.forever(Effect.map(Queue.take(published), (envelope) =>
+      broadcasts.add(envelope.message))))
+    return { broadcasts }
+  })
+).pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
+
+// Matching
+
+const equals = (a: unknown, b: unknown): boolean => {
+  if (Object.is(a, b)) return true
+  if (a instanceof Uint8Array || b instanceof Uint8Array) {
+    return a instanceof Uint8Array && b instanceof Uint8Array && a.length === b.length && a.every((x, i) => x === b[i])
+  }
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false
+  if (Array.isArray(a) !== Array.isArray(b)) return false
+  const keys = Object.keys(a)
+  if (keys.length !== Object.keys(b).length) return false
+  return keys.every((key) => equals((a as Record<string, unknown>)[key], (b as Record<string, unknown>)[key]))
+}
+
+const matchPayload = (expected: PayloadMatch | undefined, payload: Payload) =>
+  expected === undefined ? true : typeof expected === "function" ? (expected as (p: Payload) => boolean)(payload) : equals(expected, payload)
+
+const describeMatch = (expected: PayloadMatch | undefined) =>
+  expected === undefined ? "any payload" : typeof expected === "function" ? "a payload matching the predicate" : JSON.stringify(expected, bytes)
+
+const isTestClock = Effect.clockWith((clock) => Effect.succeed("adjust" in clock ? clock as TestClock.TestClock : undefined))
+
+/** Waits up to `timeout`, in test time under `TestClock`. */
+const within = <A>(wait: Effect.Effect<A>, timeout: Duration.DurationInput | undefined): Effect.Effect<Option.Option<A>> =>
+  Effect.flatMap(isTestClock, (testClock) => {
+    const duration = Duration.decode(timeout ?? "100 millis")
+    return testClock === undefined
+      ? Effect.timeoutTo(wait, { duration, onSuccess: Option.some, onTimeout: Option.none })
+      : Effect.raceFirst(Effect.asSome(wait), Effect.as(testClock.adjust(duration), Option.none()))
+  })
+
+const fail = (message: string) => Effect.fail(new AssertionFailed({ message }))
+
+// Sockets
+
+/**
+ * Connects a test socket: runs the handler's `connect` with `params` and
+ * starts a connection that lives until {@link close}, a server-side close, or
+ * the end of the scope.
+ *
+ * @since 0.1.0
+ * @category sockets
+ */
+export const connect = (
+  params: Readonly<Record<string, string>> = {},
+  options: {
+    readonly connectInfo?: Partial<Omit<ConnectInfo, "params">> | undefined
+    readonly socket?: ChannelSocket.Options | undefined
+  } = {}
+): Effect.Effect<
+  TestSocket,
+  ConnectRefused,
+  Scope.Scope | ChannelHandler | Broker | ChannelBroadcaster.ChannelBroadcaster
+> =>
+  Effect.gen(function*() {
+    const handler = yield* ChannelHandler
+    const connectInfo: ConnectInfo = {
+      transport: "test",
+      vsn: "2.0.0",
+      headers: {},
+      remoteAddress: Option.none(),
+      authToken: Option.none(),
+      ...options.connectInfo,
+      params
+    }
+    const connected = yield* handler.connect(connectInfo)
+    const mailbox = new Mailbox<Outbound>()
+    const end = yield* Deferred.make<Closed>()
+    const started = yield* Deferred.make<Connection.Connection>()
+    const fiber = yield* Effect.forkScoped(Effect.scoped(Effect.gen(function*() {
+      const connection = yield* Connection.make({
+        transport: {
+          send: (frame) => {
+            const message = ClientCodec.decode(frame)
+            if (Either.isRight(message)) mailbox.add(message.right)
+          },
+          bufferedAmount: () => 0,
+          close: (code, reason) => Deferred.unsafeDone(end, Exit.succeed({ code, reason }))
+        },
+        serializer: Serializer.V2,
+        connectInfo,
+        id: connected.id,
+        assigns: connected.assigns ?? {},
+        options: resolveOptions(options.socket)
+      })
+      yield* Deferred.succeed(started, connection)
+      yield* Deferred.await(end)
+    })))
+    const connection = yield* Deferred.await(started)
+    return {
+      _tag: "TestSocket",
+      socket: connection.socket,
+      closed: Deferred.await(end),
+      connection,
+      mailbox,
+      fiber,
+      end,
+      nextRef: 0
+    } satisfies TestSocket
+  })
+
+const send = (socket: TestSocket, topic: string, event: string, payload: Payload, joinRef: string | null) =>
+  Effect.sync(() => {
+    const ref = String(++socket.nextRef)
+    socket.connection.receive(ClientCodec.encode({ joinRef: joinRef ?? ref, ref, topic, event, payload }))
+    return ref
+  })
+
+const awaitReply = (socket: TestSocket, ref: string, timeout: Duration.DurationInput) =>
+  within(socket.mailbox.await((message) => message._tag === "Reply" && message.ref === ref), timeout) as Effect.Effect<
+    Option.Option<Reply>
+  >
+
+const join_ = (socket: TestSocket, topic: string, payload: Payload) =>
+  Effect.gen(function*() {
+    const ref = yield* send(socket, topic, Msg.Events.join, payload, null)
+    const reply = yield* awaitReply(socket, ref, "5 seconds")
+    if (Option.isNone(reply)) {
+      return yield* Effect.fail(new JoinRefused({ topic, reason: { reason: "no join reply within 5 seconds" } }))
+    }
+    if (reply.value.status === "error") return yield* Effect.fail(new JoinRefused({ topic, reason: reply.value.response }))
+    return { _tag: "TestChannel", socket, topic, joinRef: ref, reply: reply.value.response } satisfies TestChannel
+  })
+
+/**
+ * Joins a topic: succeeds with the channel (its `reply` is the join
+ * response) or fails with the refusal.
+ *
+ * @since 0.1.0
+ * @category channels
+ */
+export const join = (socket: TestSocket, topic: string, payload: Payload = {}): Effect.Effect<TestChannel, JoinRefused> =>
+  join_(socket, topic, payload)
+
+/**
+ * Joins a topic, Phoenix style. The test layer already observes every
+ * broadcast, so this is {@link join}, named for those who look for it.
+ *
+ * @since 0.1.0
+ * @category channels
+ */
+export const subscribeAndJoin: (
+  socket: TestSocket,
+  topic: string,
+  payload?: Payload
+) => Effect.Effect<TestChannel, JoinRefused> = join
+
+/**
+ * Pushes an event on a channel; returns its ref for {@link assertReply}.
+ *
+ * @since 0.1.0
+ * @category channels
+ */
+export const push = (channel: TestChannel, event: string, payload: Payload = {}): Effect.Effect<string> =>
+  send(channel.socket, channel.topic, event, payload, channel.joinRef)
+
+/**
+ * Leaves a channel and waits for the `ok` reply.
+ *
+ * @since 0.1.0
+ * @category channels
+ */
+export const leave = (channel: TestChannel): Effect.Effect<void, AssertionFailed> =>
+  Effect.flatMap(push(channel, Msg.Events.leave), (ref) => Effect.asVoid(assertReply(channel, ref, "ok")))
+
+/**
+ * Closes the connection from the client side, as a close frame does, and
+ * waits until the server has finished with it (`leave` and `disconnect` ran).
+ *
+ * @since 0.1.0
+ * @category sockets
+ */
+export const close = (socket: TestSocket): Effect.Effect<void> =>
+  Effect.zipRight(Deferred.succeed(socket.end, { code: 1000, reason: "closed by the client" }), Fiber.await(socket.fiber))
+
+/**
+ * Drops the connection abruptly, as a lost transport does (the connection's
+ * fiber is interrupted), and waits until the server has finished with it.
+ *
+ * @since 0.1.0
+ * @category sockets
+ */
+export const abort = (socket: TestSocket): Effect.Effect<void> => Effect.asVoid(Fiber.interrupt(socket.fiber))
+
+// Assertions
+
+/**
+ * Asserts that a reply with `ref` arrives with `status` (and `response`);
+ * succeeds with the response.
+ *
+ * @since 0.1.0
+ * @category assertions
+ */
+export const assertReply = (
+  channel: TestChannel,
+  ref: string,
+  status: ReplyStatus,
+  response?: PayloadMatch,
+  options: AssertOptions = {}
+): Effect.Effect<Payload, AssertionFailed> =>
+  Effect.flatMap(awaitReply(channel.socket, ref, options.timeout ?? "100 millis"), (reply) => {
+    if (Option.isNone(reply)) {
+      return fail(`expected a reply to ref ${ref}, received:\n  ${channel.socket.mailbox.describe()}`)
+    }
+    if (reply.value.status !== status || !matchPayload(response, reply.value.response)) {
+      return fail(
+        `expected a reply ${status} with ${describeMatch(response)} to ref ${ref}, received:\n  ${
+          JSON.stringify(reply.value, bytes)
+        }`
+      )
+    }
+    return Effect.succeed(reply.value.response)
+  })
+
+const pushMatcher = (target: TestSocket | TestChannel, event: string, payload: PayloadMatch | undefined) =>
+(message: Outbound): message is Push | Broadcast =>
+  message._tag !== "Reply" &&
+  message.event === event &&
+  (target._tag === "TestSocket" || message.topic === target.topic) &&
+  matchPayload(payload, message.payload)
+
+const socketOf = (target: TestSocket | TestChannel) => (target._tag === "TestSocket" ? target : target.socket)
+
+/**
+ * Asserts that the client receives `event` (pushed to it, or broadcast to a
+ * topic it joined), on the channel's topic when given a channel; succeeds
+ * with the payload.
+ *
+ * @since 0.1.0
+ * @category assertions
+ */
+export const assertPush = (
+  target: TestSocket | TestChannel,
+  event: string,
+  payload?: PayloadMatch,
+  options: AssertOptions = {}
+): Effect.Effect<Payload, AssertionFailed> => {
+  const { mailbox } = socketOf(target)
+  return Effect.flatMap(within(mailbox.await(pushMatcher(target, event, payload)), options.timeout), (message) =>
+    Option.isSome(message)
+      ? Effect.succeed((message.value as Push | Broadcast).payload)
+      : fail(`expected a push ${event} with ${describeMatch(payload)}, received:\n  ${mailbox.describe()}`))
+}
+
+/**
+ * Asserts that the client receives no such push within the timeout.
+ *
+ * @since 0.1.0
+ * @category assertions
+ */
+export const refutePush = (
+  target: TestSocket | TestChannel,
+  event: string,
+  payload?: PayloadMatch,
+  options: AssertOptions = {}
+): Effect.Effect<void, AssertionFailed> =>
+  Effect.flatMap(within(socketOf(target).mailbox.await(pushMatcher(target, event, payload)), options.timeout), (message) =>
+    Option.isSome(message)
+      ? fail(`expected no push ${event} with ${describeMatch(payload)}, received:\n  ${JSON.stringify(message.value, bytes)}`)
+      : Effect.void)
+
+const broadcastMatcher = (topic: string, event: string, payload: PayloadMatch | undefined) => (message: Broadcast) =>
+  message.topic === topic && message.event === event && matchPayload(payload, message.payload)
+
+/**
+ * Asserts that `event` is broadcast to `topic` (by a channel or by the
+ * `ChannelBroadcaster`); succeeds with the payload.
+ *
+ * @since 0.1.0
+ * @category assertions
+ */
+export const assertBroadcast = (
+  topic: string,
+  event: string,
+  payload?: PayloadMatch,
+  options: AssertOptions = {}
+): Effect.Effect<Payload, AssertionFailed, ChannelTest> =>
+  Effect.flatMap(ChannelTest, ({ broadcasts }) =>
+    Effect.flatMap(within(broadcasts.await(broadcastMatcher(topic, event, payload)), options.timeout), (message) =>
+      Option.isSome(message)
+        ? Effect.succeed(message.value.payload)
+        : fail(`expected a broadcast ${event} to ${topic} with ${describeMatch(payload)}, received:\n  ${
+          broadcasts.describe()
+        }`)))
+
+/**
+ * Asserts that no such broadcast happens within the timeout.
+ *
+ * @since 0.1.0
+ * @category assertions
+ */
+export const refuteBroadcast = (
+  topic: string,
+  event: string,
+  payload?: PayloadMatch,
+  options: AssertOptions = {}
+): Effect.Effect<void, AssertionFailed, ChannelTest> =>
+  Effect.flatMap(ChannelTest, ({ broadcasts }) =>
+    Effect.flatMap(within(broadcasts.await(broadcastMatcher(topic, event, payload)), options.timeout), (message) =>
+      Option.isSome(message)
+        ? fail(`expected no broadcast ${event} to ${topic}, received:\n  ${JSON.stringify(message.value, bytes)}`)
+        : Effect.void))
+
+/**
+ * Asserts that the server closes the connection (with `code`, when given).
+ *
+ * @since 0.1.0
+ * @category assertions
+ */
+export const assertClosed = (
+  socket: TestSocket,
+  code?: number,
+  options: AssertOptions = {}
+): Effect.Effect<Closed, AssertionFailed> =>
+  Effect.flatMap(within(socket.closed, options.timeout), (closed) => {
+    if (Option.isNone(closed)) return fail("expected the server to close the connection")
+    if (code !== undefined && closed.value.code !== code) {
+      return fail(`expected close code ${code}, got ${closed.value.code} (${closed.value.reason})`)
+    }
+    return Effect.zipRight(Fiber.await(socket.fiber), Effect.succeed(closed.value))
+  })
