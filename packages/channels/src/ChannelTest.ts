@@ -90,7 +90,15 @@ export class JoinRefused extends Data.TaggedError("JoinRefused")<{
  * @since 0.1.0
  * @category models
  */
-export type PayloadMatch = Payload | ((payload: Payload) => boolean)
+export type PayloadMatch =
+  | ((payload: Payload) => boolean)
+  | null
+  | boolean
+  | number
+  | string
+  | Uint8Array
+  | ReadonlyArray<unknown>
+  | { readonly [key: string]: unknown }
 
 /**
  * @since 0.1.0
@@ -235,7 +243,7 @@ const equals = (a: unknown, b: unknown): boolean => {
 }
 
 const matchPayload = (expected: PayloadMatch | undefined, payload: Payload) =>
-  expected === undefined ? true : typeof expected === "function" ? (expected as (p: Payload) => boolean)(payload) : equals(expected, payload)
+  expected === undefined ? true : typeof expected === "function" ? expected(payload) : equals(expected, payload)
 
 const describeMatch = (expected: PayloadMatch | undefined) =>
   expected === undefined ? "any payload" : typeof expected === "function" ? "a payload matching the predicate" : JSON.stringify(expected, bytes)

@@ -56,14 +56,12 @@ const TestLayer = ChannelTest.layer.pipe(
   Layer.provideMerge(Log.Default)
 )
 
-const failureOf = <A, E>(effect: Effect.Effect<A, E>) => Effect.flip(effect)
-
 describe("ChannelTest", () => {
   it.scoped("connects, or fails with the refusal", () =>
     Effect.gen(function*() {
       const socket = yield* ChannelTest.connect({ user: "ada" })
       expect(socket.socket.assigns).toEqual({ user: "ada" })
-      const refused = yield* failureOf(ChannelTest.connect({ token: "bad" }))
+      const refused = yield* Effect.flip(ChannelTest.connect({ token: "bad" }))
       expect(refused).toBeInstanceOf(ConnectRefused)
     }).pipe(Effect.provide(TestLayer)))
 
@@ -78,9 +76,9 @@ describe("ChannelTest", () => {
   it.scoped("a refused or crashed join fails with the error reply", () =>
     Effect.gen(function*() {
       const socket = yield* ChannelTest.connect()
-      const refused = yield* failureOf(ChannelTest.join(socket, "private"))
+      const refused = yield* Effect.flip(ChannelTest.join(socket, "private"))
       expect(refused.reason).toEqual({ reason: "unauthorized" })
-      const crashed = yield* failureOf(ChannelTest.join(socket, "crash"))
+      const crashed = yield* Effect.flip(ChannelTest.join(socket, "crash"))
       expect(crashed.reason).toEqual({ reason: "join crashed" })
     }).pipe(Effect.provide(TestLayer)))
 
@@ -191,7 +189,7 @@ describe("ChannelTest", () => {
     Effect.gen(function*() {
       const socket = yield* ChannelTest.connect({ user: "ada" })
       const channel = yield* ChannelTest.join(socket, "room:1")
-      const failure = yield* failureOf(ChannelTest.assertPush(channel, "welcome", { user: "bob" }))
+      const failure = yield* Effect.flip(ChannelTest.assertPush(channel, "welcome", { user: "bob" }))
       expect(failure.message).toContain(`expected a push welcome with {"user":"bob"}`)
       expect(failure.message).toContain(`"event":"welcome","payload":{"user":"ada"}`)
     }).pipe(Effect.provide(TestLayer)))

@@ -2,6 +2,7 @@ import { ChannelTest } from "@effect-channels/core"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as TestClock from "effect/TestClock"
 import * as LobbyChannel from "../src/LobbyChannel.js"
 
 const TestLayer = ChannelTest.layer.pipe(Layer.provideMerge(LobbyChannel.layer))
@@ -57,5 +58,18 @@ describe("LobbyChannel", () => {
       const lobby = yield* ChannelTest.join(socket, "rooms:lobby")
       const ref = yield* ChannelTest.push(lobby, "ping", { t: 42 })
       yield* ChannelTest.assertReply(lobby, ref, "ok", { t: 42 })
+    }).pipe(Effect.provide(TestLayer)))
+
+  it.scoped("a silent socket is closed after 60 s of test time, and not before", () =>
+    Effect.gen(function*() {
+      const socket = yield* ChannelTest.connect()
+      const lobby = yield* ChannelTest.join(socket, "rooms:lobby")
+      yield* TestClock.adjust("59 seconds")
+      const ref = yield* ChannelTest.push(lobby, "ping", { t: 1 })
+      yield* ChannelTest.assertReply(lobby, ref, "ok", { t: 1 })
+      yield* TestClock.adjust("59 seconds")
+      const failure = yield* Effect.flip(ChannelTest.assertClosed(socket, 1000, { timeout: "500 millis" }))
+      expect(failure.message).toBe("expected the server to close the connection")
+      yield* ChannelTest.assertClosed(socket, 1000, { timeout: "1 second" })
     }).pipe(Effect.provide(TestLayer)))
 })
