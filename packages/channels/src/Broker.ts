@@ -4,6 +4,11 @@
  * in this process: created on first subscribe, shut down on last unsubscribe.
  * A broker that spans processes (Redis) implements the same interface.
  *
+ * Subscribers are synchronous callbacks, called in publication order by one
+ * fiber per topic: a broadcast to N connections costs one fiber wake-up and N
+ * direct writes, not N fiber wake-ups. A subscriber must not block; a
+ * connection writes to its transport's buffer, whose bound it checks.
+ *
  * A broadcast travels as an {@link Envelope}, which encodes its message once
  * per serializer however many subscribers write it (Phoenix's "fastlane").
  *
@@ -43,6 +48,15 @@ export class Envelope {
 }
 
 /**
+ * Receives the envelopes of a topic, in order. Called synchronously: it must
+ * not block or throw.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Subscriber = (envelope: Envelope) => void
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -50,8 +64,8 @@ export interface Service {
   /** Delivers an envelope to every subscriber of its topic. */
   readonly publish: (envelope: Envelope) => Effect.Effect<void>
   /** Subscribes to a topic for the life of the scope. */
-  readonly subscribe: (topic: string) => Effect.Effect<Queue.Dequeue<Envelope>, never, Scope.Scope>
-  /** How many subscriptions this process holds on a topic. */
+  readonly subscribe: (topic: string, subscriber: Subscriber) => Effect.Effect<void, never, Scope.Scope>
+  /** How many subscribers this process has on a topic. */
   readonly subscribers: (topic: string) => Effect.Effect<number>
   /** Subscribes, for the life of the scope, to every envelope published through this process. */
   readonly published: Effect.Effect<Queue.Dequeue<Envelope>, never, Scope.Scope>

@@ -81,7 +81,7 @@ export interface Options {
    * before it is disconnected (close code 1013); default 1 MiB.
    */
   readonly outboundBufferLimit?: number | undefined
-  /** How many received frames may wait to be handled before the connection is closed (1008); default 1,000. */
+  /** How many received frames may wait to be handled, by the socket or by one channel, before the connection is closed (1008); default 1,000. */
   readonly inboundQueueLimit?: number | undefined
 }
 

@@ -3,8 +3,9 @@
  *
  * The connection lives in the caller's `Scope` (the transport's). Frames
  * received are queued in order and handled by one dispatcher fiber; each
- * joined channel gets a child scope with two fibers, one handling the events
- * the client pushes (in order), one writing the topic's broadcasts. Closing a
+ * joined channel gets a child scope with a fiber handling the events the
+ * client pushes (in order); the topic's broadcasts are written directly by the
+ * broker's fiber for the topic, through a subscriber callback. Closing a
  * channel's scope runs its `leave` hook; closing the connection's scope closes
  * every channel, then runs `disconnect`, whatever ended the connection.
  *
@@ -69,6 +70,7 @@ interface ChannelState {
   readonly mailbox: Queue.Queue<ChannelEvent>
   readonly assigns: Record<string, unknown>
   readonly held: Array<Effect.Effect<void>>
+  readonly early: Array<Envelope>
   conn: ChannelConn
   joined: boolean
   ended: LeaveReason | undefined
@@ -216,15 +218,16 @@ export const make = (
         }
       })
 
-    const deliver = (subscription: Queue.Dequeue<Envelope>) =>
-      Effect.forever(Effect.flatMap(Queue.takeBetween(subscription, 1, Number.MAX_SAFE_INTEGER), (envelopes) =>
-        Effect.sync(() => {
-          for (const envelope of envelopes) {
-            if (envelope.except === id) continue
-            const frame = envelope.frame(serializer)
-            if (Either.isRight(frame)) write(frame.right)
-          }
-        })))
+    /** Writes a broadcast; until the join reply is out, holds it back. */
+    const deliverTo = (channel: ChannelState) => (envelope: Envelope) => {
+      if (!channel.joined) {
+        channel.early.push(envelope)
+        return
+      }
+      if (envelope.except === id) return
+      const frame = envelope.frame(serializer)
+      if (Either.isRight(frame)) write(frame.right)
+    }
 
     const join = (message: Message) =>
       Effect.gen(function*() {
@@ -251,6 +254,7 @@ export const make = (
           mailbox: yield* Queue.unbounded<ChannelEvent>(),
           assigns: {},
           held: [],
+          early: [],
           conn: undefined as unknown as ChannelConn,
           joined: false,
           ended: undefined
@@ -278,12 +282,12 @@ export const make = (
             Effect.catchAllCause((cause) => Effect.logError("leave failed", cause))
           )
         )
-        const subscription = yield* Scope.extend(broker.subscribe(topic), channelScope)
+        const deliver = deliverTo(channel)
+        yield* Scope.extend(broker.subscribe(topic, deliver), channelScope)
         yield* send(Msg.reply(message.joinRef, message.ref, topic, "ok", response))
         channel.joined = true
-        const annotate = Effect.annotateLogs("topic", topic)
-        yield* Effect.forkIn(annotate(deliver(subscription)), channelScope)
-        yield* Effect.forkIn(annotate(runMailbox(channel)), channelScope)
+        for (const envelope of channel.early.splice(0)) deliver(envelope)
+        yield* Effect.forkIn(Effect.annotateLogs(runMailbox(channel), "topic", topic), channelScope)
         yield* Effect.all(channel.held.splice(0), { discard: true })
       }).pipe(Effect.annotateLogs("topic", message.topic))
 
@@ -314,6 +318,9 @@ export const make = (
           send(Msg.reply(channel.joinRef, message.ref, channel.topic, "ok", {})),
           terminate(channel, "left")
         )
+      }
+      if (channel.mailbox.unsafeSize().pipe(Option.getOrElse(() => 0)) >= options.inboundQueueLimit) {
+        return Effect.sync(() => close(CloseCode.policyViolation, "too many messages queued"))
       }
       return Queue.offer(channel.mailbox, toEvent(message))
     }
@@ -351,11 +358,9 @@ export const make = (
     )
     yield* Effect.addFinalizer(() => Effect.sync(() => close(CloseCode.goingAway, "server shutting down")))
     if (params.id !== undefined) {
-      const control = yield* broker.subscribe(params.id)
-      yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(control), (envelope) =>
-        envelope.message.event === disconnectEvent
-          ? Effect.sync(() => close(CloseCode.goingAway, "disconnected by the server"))
-          : Effect.void)))
+      yield* broker.subscribe(params.id, (envelope) => {
+        if (envelope.message.event === disconnectEvent) close(CloseCode.goingAway, "disconnected by the server")
+      })
     }
     yield* Effect.forkScoped(dispatch)
     yield* Effect.forkScoped(heartbeat)
