@@ -18,6 +18,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as Registry from "./internal/registry.js"
 import { Broker, Envelope, layerLocal as localBroker } from "./Broker.js"
 import type { Broadcast, Payload } from "./protocol/Message.js"
 import * as Message from "./protocol/Message.js"
@@ -44,8 +45,26 @@ export interface Service {
   readonly disconnect: (id: string) => Effect.Effect<void>
   /** Every broadcast sent through this process. */
   readonly broadcasts: Stream.Stream<Broadcast>
-  /** Counts a connection as connected for the life of the scope (used by transports). */
-  readonly register: Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Registers a connection for the life of the scope: it is counted as
+   * connected, and expired once silent for its heartbeat timeout (used by the
+   * connection runtime).
+   */
+  readonly register: (registration: Registration) => Effect.Effect<void, never, Scope.Scope>
+}
+
+/**
+ * A connection as the broadcaster tracks it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Registration {
+  /** When the connection last received a message, in `Clock` milliseconds. */
+  readonly lastActivity: () => number
+  readonly heartbeatMillis: number
+  /** Closes the connection for silence; may be called more than once. */
+  readonly expire: () => void
 }
 
 /**
@@ -61,25 +80,17 @@ export class ChannelBroadcaster extends Context.Tag("@effect-channels/ChannelBro
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<Service, never, Broker> = Effect.gen(function*() {
+export const make: Effect.Effect<Service, never, Broker | Scope.Scope> = Effect.gen(function*() {
   const broker = yield* Broker
-  let connected = 0
+  const registry = yield* Registry.make
   return {
     broadcast: (topic, event, payload = {}) =>
       broker.publish(new Envelope(Message.broadcast(topic, event, payload))),
-    connected: Effect.sync(() => connected),
+    connected: Effect.sync(registry.size),
     disconnect: (id) => broker.publish(new Envelope(Message.broadcast(id, disconnectEvent, {}))),
     broadcasts: Stream.unwrapScoped(Effect.map(broker.published, (envelopes) =>
       Stream.map(Stream.fromQueue(envelopes), (envelope) => envelope.message))),
-    register: Effect.acquireRelease(
-      Effect.sync(() => {
-        connected++
-      }),
-      () =>
-        Effect.sync(() => {
-          connected--
-        })
-    )
+    register: registry.register
   }
 })
 
@@ -87,7 +98,7 @@ export const make: Effect.Effect<Service, never, Broker> = Effect.gen(function*(
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<ChannelBroadcaster, never, Broker> = Layer.effect(ChannelBroadcaster, make)
+export const layer: Layer.Layer<ChannelBroadcaster, never, Broker> = Layer.scoped(ChannelBroadcaster, make)
 
 /**
  * The broadcaster over a broker local to this process: the default setup.

@@ -238,7 +238,8 @@ export const websocket = (
         assigns: connected.assigns ?? {},
         options: resolved
       })
-      yield* socket.run(connection.receive)
+      yield* socket.listen({ onFrame: connection.receive, onClose: connection.transportClosed })
+      yield* connection.run
     })).pipe(
       Effect.catchAll((error) => Effect.logWarning("websocket upgrade failed", error)),
       Effect.annotateLogs("socket_id", connected.id ?? null)

@@ -298,14 +298,17 @@ export const connect = (
     const end = yield* Deferred.make<Closed>()
     const started = yield* Deferred.make<Connection.Connection>()
     const fiber = yield* Effect.forkScoped(Effect.scoped(Effect.gen(function*() {
-      const connection = yield* Connection.make({
+      const connection: Connection.Connection = yield* Connection.make({
         transport: {
           send: (frame) => {
             const message = ClientCodec.decode(frame)
             if (Either.isRight(message)) mailbox.add(message.right)
           },
           bufferedAmount: () => 0,
-          close: (code, reason) => Deferred.unsafeDone(end, Exit.succeed({ code, reason }))
+          close: (code, reason) => {
+            Deferred.unsafeDone(end, Exit.succeed({ code, reason }))
+            connection.transportClosed()
+          }
         },
         serializer: Serializer.V2,
         connectInfo,
@@ -314,7 +317,7 @@ export const connect = (
         options: resolveOptions(options.socket)
       })
       yield* Deferred.succeed(started, connection)
-      yield* Deferred.await(end)
+      yield* connection.run
     })))
     const connection = yield* Deferred.await(started)
     return {
@@ -401,7 +404,13 @@ export const leave = (channel: TestChannel): Effect.Effect<void, AssertionFailed
  * @category sockets
  */
 export const close = (socket: TestSocket): Effect.Effect<void> =>
-  Effect.zipRight(Deferred.succeed(socket.end, { code: 1000, reason: "closed by the client" }), Fiber.await(socket.fiber))
+  Effect.zipRight(
+    Effect.sync(() => {
+      Deferred.unsafeDone(socket.end, Exit.succeed({ code: 1000, reason: "closed by the client" }))
+      socket.connection.transportClosed()
+    }),
+    Fiber.await(socket.fiber)
+  )
 
 /**
  * Drops the connection abruptly, as a lost transport does (the connection's

@@ -20,7 +20,7 @@
  */
 import { WebSocket as ChannelsWebSocket } from "@effect-channels/core"
 import type { Frame } from "@effect-channels/core/protocol/Message"
-import type { Transport } from "@effect-channels/core/transport/Transport"
+import type { Listener, Transport } from "@effect-channels/core/transport/Transport"
 import * as HttpServerError from "@effect/platform/HttpServerError"
 import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
@@ -87,16 +87,18 @@ const upgrade = (server: WS.WebSocketServer, request: HttpServerRequest.HttpServ
       })
     }
     const ws = yield* Effect.acquireRelease(handleUpgrade(server, incoming), release)
-    // Listen at once: frames that arrive before `run` wait for it.
+    // Listen at once: frames that arrive before `listen` wait for it.
     const pending: Array<Frame> = []
-    let receive = (frame: Frame) => {
-      pending.push(frame)
-    }
-    // `ws` reports protocol errors (an oversized or invalid frame) here, then
-    // closes the socket with the matching code: the close ends the connection.
-    ws.on("error", () => {})
+    let listener: Listener | undefined
+    let closed = false
     ws.on("message", (data: WS.RawData, isBinary: boolean) => {
-      receive(isBinary ? data as Buffer : (data as Buffer).toString("utf8"))
+      const frame = isBinary ? data as Buffer : (data as Buffer).toString("utf8")
+      if (listener === undefined) pending.push(frame)
+      else listener.onFrame(frame)
+    })
+    ws.once("close", () => {
+      closed = true
+      listener?.onClose()
     })
     const transport: Transport = {
       send: (frame) => ws.send(frame),
@@ -105,11 +107,11 @@ const upgrade = (server: WS.WebSocketServer, request: HttpServerRequest.HttpServ
     }
     return {
       transport,
-      run: (onFrame: (frame: Frame) => void) =>
-        Effect.suspend(() => {
-          receive = onFrame
-          for (const frame of pending.splice(0)) onFrame(frame)
-          return awaitClose(ws)
+      listen: (next: Listener) =>
+        Effect.sync(() => {
+          listener = next
+          for (const frame of pending.splice(0)) next.onFrame(frame)
+          if (closed) next.onClose()
         })
     }
   })

@@ -1,13 +1,17 @@
 /**
  * The connection runtime: one client connection, whatever its transport.
  *
- * The connection lives in the caller's `Scope` (the transport's). Frames
- * received are queued in order and handled by one dispatcher fiber; each
- * joined channel gets a child scope with a fiber handling the events the
- * client pushes (in order); the topic's broadcasts are written directly by the
- * broker's fiber for the topic, through a subscriber callback. Closing a
- * channel's scope runs its `leave` hook; closing the connection's scope closes
- * every channel, then runs `disconnect`, whatever ended the connection.
+ * The connection lives in the caller's `Scope` and fiber (the transport's):
+ * `run` handles the frames received, in order, until the transport closes.
+ * Each joined channel gets a child scope; the events its client pushes are
+ * handled in order by a fiber of the channel, which runs while the channel
+ * has work (an idle channel costs no fiber). The topic's broadcasts are
+ * written directly by the broker's fiber for the topic, through a subscriber
+ * callback. Silence is detected by the broadcaster's registry, which sweeps
+ * every connection's last activity (a connection costs no timer of its own).
+ * Closing a channel's scope runs its `leave` hook; closing the connection's
+ * scope closes every channel, then runs `disconnect`, whatever ended the
+ * connection.
  *
  * @internal
  */
@@ -19,7 +23,6 @@ import * as Either from "effect/Either"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import { Broker, Envelope } from "../Broker.js"
 import { ChannelBroadcaster, disconnectEvent } from "../ChannelBroadcaster.js"
@@ -60,6 +63,10 @@ export interface Connection {
   readonly socket: SocketInfo
   /** Hands a frame received from the client to the connection, in order. */
   readonly receive: (frame: Frame) => void
+  /** Tells the connection that its transport has closed. */
+  readonly transportClosed: () => void
+  /** Handles received frames until the transport has closed. */
+  readonly run: Effect.Effect<void>
 }
 
 interface ChannelState {
@@ -67,12 +74,13 @@ interface ChannelState {
   readonly joinRef: string
   readonly hooks: Channel
   readonly scope: Scope.CloseableScope
-  readonly mailbox: Queue.Queue<ChannelEvent>
+  readonly mailbox: Array<ChannelEvent>
   readonly assigns: Record<string, unknown>
   readonly held: Array<Effect.Effect<void>>
   readonly early: Array<Envelope>
   conn: ChannelConn
   joined: boolean
+  running: boolean
   ended: LeaveReason | undefined
 }
 
@@ -103,7 +111,9 @@ export const make = (
     const { options, serializer, transport } = params
     const id = `${node}.${++counter}`
     const channels = new Map<string, ChannelState>()
-    const inbox = yield* Queue.unbounded<Frame>()
+    const inbox: Array<Frame> = []
+    let transportOpen = true
+    let wake: (() => void) | undefined
     const heartbeatMillis = Duration.toMillis(options.heartbeatTimeout)
     let lastReceived = yield* Clock.currentTimeMillis
     let closed: { readonly code: number; readonly reason: string } | undefined
@@ -210,13 +220,28 @@ export const make = (
         Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.interrupt : crash(channel, cause))
       )
 
+    /** Handles a channel's events in order, in a fiber that ends when the mailbox is empty. */
     const runMailbox = (channel: ChannelState) =>
       Effect.gen(function*() {
         while (channel.ended === undefined) {
-          const event = yield* Queue.take(channel.mailbox)
+          const event = channel.mailbox.shift()
+          if (event === undefined) {
+            channel.running = false
+            return
+          }
           yield* handleIncoming(channel, event)
         }
-      })
+      }).pipe(Effect.annotateLogs("topic", channel.topic))
+
+    const enqueue = (channel: ChannelState, event: ChannelEvent): Effect.Effect<void> => {
+      if (channel.mailbox.length >= options.inboundQueueLimit) {
+        return Effect.sync(() => close(CloseCode.policyViolation, "too many messages queued"))
+      }
+      channel.mailbox.push(event)
+      if (channel.running) return Effect.void
+      channel.running = true
+      return Effect.asVoid(Effect.forkIn(runMailbox(channel), channel.scope))
+    }
 
     /** Writes a broadcast; until the join reply is out, holds it back. */
     const deliverTo = (channel: ChannelState) => (envelope: Envelope) => {
@@ -251,12 +276,13 @@ export const make = (
           joinRef: message.joinRef ?? message.ref ?? "",
           hooks,
           scope: channelScope,
-          mailbox: yield* Queue.unbounded<ChannelEvent>(),
+          mailbox: [],
           assigns: {},
           held: [],
           early: [],
           conn: undefined as unknown as ChannelConn,
           joined: false,
+          running: false,
           ended: undefined
         }
         channel.conn = makeConn(channel)
@@ -287,7 +313,6 @@ export const make = (
         yield* send(Msg.reply(message.joinRef, message.ref, topic, "ok", response))
         channel.joined = true
         for (const envelope of channel.early.splice(0)) deliver(envelope)
-        yield* Effect.forkIn(Effect.annotateLogs(runMailbox(channel), "topic", topic), channelScope)
         yield* Effect.all(channel.held.splice(0), { discard: true })
       }).pipe(Effect.annotateLogs("topic", message.topic))
 
@@ -319,38 +344,39 @@ export const make = (
           terminate(channel, "left")
         )
       }
-      if (channel.mailbox.unsafeSize().pipe(Option.getOrElse(() => 0)) >= options.inboundQueueLimit) {
-        return Effect.sync(() => close(CloseCode.policyViolation, "too many messages queued"))
-      }
-      return Queue.offer(channel.mailbox, toEvent(message))
+      return enqueue(channel, toEvent(message))
     }
 
-    const dispatch = Effect.forever(Effect.flatMap(
-      Queue.takeBetween(inbox, 1, Number.MAX_SAFE_INTEGER),
-      (frames) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          lastReceived = now
-          return Effect.forEach(frames, (frame) => closed === undefined ? handleFrame(frame) : Effect.void, {
-            discard: true
+    const run = Effect.gen(function*() {
+      while (true) {
+        if (inbox.length === 0) {
+          if (!transportOpen) return
+          yield* Effect.async<void>((resume) => {
+            wake = () => resume(Effect.void)
+            return Effect.sync(() => {
+              wake = undefined
+            })
           })
-        })
-    ))
-
-    const heartbeat = Effect.gen(function*() {
-      while (closed === undefined) {
-        const idle = (yield* Clock.currentTimeMillis) - lastReceived
-        if (idle >= heartbeatMillis) {
-          yield* Effect.logDebug("closing: no message within the heartbeat timeout")
-          return close(CloseCode.normal, "heartbeat timeout")
+          wake = undefined
+          continue
         }
-        yield* Effect.sleep(heartbeatMillis - idle)
+        const frames = inbox.splice(0)
+        lastReceived = yield* Clock.currentTimeMillis
+        for (const frame of frames) {
+          if (closed !== undefined) break
+          yield* handleFrame(frame)
+        }
       }
     })
 
     // Life cycle: finalizers run in reverse, so channels close (running
     // `leave`), then the transport is closed, then `disconnect` runs.
 
-    yield* broadcaster.register
+    yield* broadcaster.register({
+      lastActivity: () => lastReceived,
+      heartbeatMillis,
+      expire: () => close(CloseCode.normal, "heartbeat timeout")
+    })
     yield* Effect.addFinalizer(() =>
       handler.disconnect(socket).pipe(
         Effect.catchAllCause((cause) => Effect.logError("disconnect failed", cause))
@@ -362,18 +388,21 @@ export const make = (
         if (envelope.message.event === disconnectEvent) close(CloseCode.goingAway, "disconnected by the server")
       })
     }
-    yield* Effect.forkScoped(dispatch)
-    yield* Effect.forkScoped(heartbeat)
 
     const receive = (frame: Frame): void => {
       if (closed !== undefined) return
       if (frameSize(frame) > options.maxFrameSize) {
         return close(CloseCode.messageTooBig, "frame too large")
       }
-      if (Option.getOrElse(inbox.unsafeSize(), () => 0) >= options.inboundQueueLimit) {
+      if (inbox.length >= options.inboundQueueLimit) {
         return close(CloseCode.policyViolation, "too many messages queued")
       }
-      inbox.unsafeOffer(frame)
+      inbox.push(frame)
+      wake?.()
     }
-    return { id, socket, receive }
+    const transportClosed = () => {
+      transportOpen = false
+      wake?.()
+    }
+    return { id, socket, receive, transportClosed, run }
   })

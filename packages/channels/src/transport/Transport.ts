@@ -23,6 +23,18 @@ export interface Transport {
 }
 
 /**
+ * What a transport tells the connection: each frame received, in order, then
+ * that it has closed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Listener {
+  readonly onFrame: (frame: Frame) => void
+  readonly onClose: () => void
+}
+
+/**
  * Close codes the runtime uses.
  *
  * @since 0.1.0

@@ -18,8 +18,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
-import type { Frame } from "../protocol/Message.js"
-import type { Transport } from "./Transport.js"
+import type { Listener, Transport } from "./Transport.js"
 
 /**
  * An upgraded WebSocket.
@@ -29,8 +28,11 @@ import type { Transport } from "./Transport.js"
  */
 export interface UpgradedSocket {
   readonly transport: Transport
-  /** Feeds each received frame to `receive`, in order, until the socket closes. */
-  readonly run: (receive: (frame: Frame) => void) => Effect.Effect<void>
+  /**
+   * Starts telling `listener` the frames received, in order (those received
+   * before the call first), then the close.
+   */
+  readonly listen: (listener: Listener) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /**
@@ -85,12 +87,15 @@ export const platform: Service = {
       }
       return {
         transport,
-        run: (receive) =>
+        listen: (listener) =>
           socket.runRaw((frame) => {
-            receive(frame)
+            listener.onFrame(frame)
             return ws === undefined ? capture : undefined
           }).pipe(
-            Effect.catchAll((error) => Effect.logDebug("socket closed", error))
+            Effect.catchAll((error) => Effect.logDebug("socket closed", error)),
+            Effect.ensuring(Effect.sync(listener.onClose)),
+            Effect.forkScoped,
+            Effect.asVoid
           )
       }
     })
