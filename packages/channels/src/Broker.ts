@@ -6,8 +6,10 @@
  *
  * Subscribers are synchronous callbacks, called in publication order by one
  * fiber per topic: a broadcast to N connections costs one fiber wake-up and N
- * direct writes, not N fiber wake-ups. A subscriber must not block; a
- * connection writes to its transport's buffer, whose bound it checks.
+ * direct writes, not N fiber wake-ups. Broadcasts published while the fiber
+ * was busy reach each subscriber as one batch, which a connection writes in
+ * one system call. A subscriber must not block; a connection writes to its
+ * transport's buffer, whose bound it checks.
  *
  * A broadcast travels as an {@link Envelope}, which encodes its message once
  * per serializer however many subscribers write it (Phoenix's "fastlane").
@@ -48,13 +50,13 @@ export class Envelope {
 }
 
 /**
- * Receives the envelopes of a topic, in order. Called synchronously: it must
- * not block or throw.
+ * Receives the envelopes of a topic, in order, in batches. Called
+ * synchronously: it must not block or throw.
  *
  * @since 0.1.0
  * @category models
  */
-export type Subscriber = (envelope: Envelope) => void
+export type Subscriber = (envelopes: ReadonlyArray<Envelope>) => void
 
 /**
  * @since 0.1.0

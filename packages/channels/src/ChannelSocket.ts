@@ -34,6 +34,7 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
 import type { Broker } from "./Broker.js"
 import type { ChannelBroadcaster } from "./ChannelBroadcaster.js"
 import type { ConnectInfo } from "./ChannelConn.js"
@@ -60,7 +61,7 @@ import * as WebSocket from "./transport/WebSocket.js"
 export type CheckOrigin =
   | boolean
   | ReadonlyArray<string>
-  | ((origin: string, request: HttpServerRequest.HttpServerRequest) => boolean)
+  | ((origin: string, request: ConnectRequest) => boolean)
 
 /**
  * @since 0.1.0
@@ -94,11 +95,7 @@ export const resolveOptions = (options: Options = {}): Connection.Options => ({
   inboundQueueLimit: options.inboundQueueLimit ?? 1000
 })
 
-const originAllowed = (
-  check: CheckOrigin,
-  origin: string,
-  request: HttpServerRequest.HttpServerRequest
-): boolean => {
+const originAllowed = (check: CheckOrigin, origin: string, request: ConnectRequest): boolean => {
   if (check === false) return true
   if (typeof check === "function") return check(origin, request)
   const parsed = parseOrigin(origin)
@@ -146,25 +143,38 @@ export const authTokenFromProtocols = (header: string | undefined): Option.Optio
   }
 }
 
-const forbidden = HttpServerResponse.empty({ status: 403 })
+/**
+ * What admission reads of a request: the transports give it their own.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectRequest {
+  readonly url: string
+  readonly headers: Readonly<Record<string, string | undefined>>
+  readonly remoteAddress: Option.Option<string>
+}
+
+/** @internal */
+export interface Admitted {
+  readonly serializer: Serializer.Serializer
+  readonly connectInfo: ConnectInfo
+  readonly connected: Connected
+}
 
 /**
  * Everything a transport checks before it opens a connection: the serializer
  * for `vsn`, the origin, and the handler's `connect`. Fails with the HTTP
- * response that refuses the request.
+ * status that refuses the request.
  *
  * @internal
  */
 export const admit = (
-  request: HttpServerRequest.HttpServerRequest,
+  request: ConnectRequest,
   transport: ConnectInfo["transport"],
   options: Options,
   authToken: Option.Option<string>
-): Effect.Effect<
-  { readonly serializer: Serializer.Serializer; readonly connectInfo: ConnectInfo; readonly connected: Connected },
-  HttpServerResponse.HttpServerResponse,
-  ChannelHandler
-> =>
+): Effect.Effect<Admitted, { readonly status: 403 | 500 }, ChannelHandler> =>
   Effect.gen(function*() {
     const url = new URL(request.url, "http://localhost")
     const vsn = url.searchParams.get("vsn") ?? undefined
@@ -198,12 +208,39 @@ export const admit = (
           refused
             ? Effect.logDebug("connect refused", cause.error.reason)
             : Effect.logError("connect failed", cause),
-          Effect.fail(refused ? forbidden : HttpServerResponse.empty({ status: 500 }))
+          Effect.fail(refused ? forbidden : { status: 500 as const })
         )
       })
     )
     return { serializer: serializer.value, connectInfo, connected }
   })
+
+const forbidden = { status: 403 as const }
+
+/**
+ * Runs an admitted connection over an upgraded socket until the socket
+ * closes, in the caller's fiber and scope.
+ *
+ * @internal
+ */
+export const serve = (
+  socket: WebSocket.UpgradedSocket,
+  admitted: Admitted,
+  options: Connection.Options
+): Effect.Effect<void, never, Scope.Scope | ChannelHandler | Broker | ChannelBroadcaster> =>
+  Effect.gen(function*() {
+    const { connectInfo, connected, serializer } = admitted
+    const connection = yield* Connection.make({
+      transport: socket.transport,
+      serializer,
+      connectInfo,
+      id: connected.id,
+      assigns: connected.assigns ?? {},
+      options
+    })
+    yield* socket.listen({ onFrame: connection.receive, onClose: connection.transportClosed })
+    yield* connection.run
+  }).pipe(Effect.annotateLogs("socket_id", admitted.connected.id ?? null))
 
 /**
  * The WebSocket endpoint as an HTTP handler.
@@ -222,27 +259,14 @@ export const websocket = (
   return Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     if (request.method !== "GET") return HttpServerResponse.empty({ status: 400 })
-    const protocols = Headers.get(request.headers, "sec-websocket-protocol")
-    const admitted = yield* Effect.either(admit(request, "websocket", options, Option.flatMap(protocols, (header) =>
-      authTokenFromProtocols(header))))
-    if (admitted._tag === "Left") return admitted.left
-    const { connectInfo, connected, serializer } = admitted.right
+    const authToken = Option.flatMap(Headers.get(request.headers, "sec-websocket-protocol"), authTokenFromProtocols)
+    const admitted = yield* Effect.either(admit(request, "websocket", options, authToken))
+    if (admitted._tag === "Left") return HttpServerResponse.empty({ status: admitted.left.status })
     const server = Option.getOrElse(yield* Effect.serviceOption(WebSocket.WebSocketServer), () => WebSocket.platform)
-    yield* Effect.scoped(Effect.gen(function*() {
-      const socket = yield* server.upgrade(request, { maxFrameSize: resolved.maxFrameSize })
-      const connection = yield* Connection.make({
-        transport: socket.transport,
-        serializer,
-        connectInfo,
-        id: connected.id,
-        assigns: connected.assigns ?? {},
-        options: resolved
-      })
-      yield* socket.listen({ onFrame: connection.receive, onClose: connection.transportClosed })
-      yield* connection.run
-    })).pipe(
-      Effect.catchAll((error) => Effect.logWarning("websocket upgrade failed", error)),
-      Effect.annotateLogs("socket_id", connected.id ?? null)
+    yield* server.upgrade(request, { maxFrameSize: resolved.maxFrameSize }).pipe(
+      Effect.flatMap((socket) => serve(socket, admitted.right, resolved)),
+      Effect.scoped,
+      Effect.catchAll((error) => Effect.logWarning("websocket upgrade failed", error))
     )
     return HttpServerResponse.empty()
   })

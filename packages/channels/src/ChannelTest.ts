@@ -53,7 +53,7 @@ import { ChannelHandler } from "./ChannelHandler.js"
 import { resolveOptions } from "./ChannelSocket.js"
 import type * as ChannelSocket from "./ChannelSocket.js"
 import * as ClientCodec from "./protocol/ClientCodec.js"
-import type { Broadcast, Outbound, Payload, Push, Reply, ReplyStatus } from "./protocol/Message.js"
+import type { Broadcast, Frame, Outbound, Payload, Push, Reply, ReplyStatus } from "./protocol/Message.js"
 import * as Msg from "./protocol/Message.js"
 import * as Serializer from "./protocol/Serializer.js"
 import * as Connection from "./runtime/Connection.js"
@@ -295,15 +295,17 @@ export const connect = (
     }
     const connected = yield* handler.connect(connectInfo)
     const mailbox = new Mailbox<Outbound>()
+    const receiveFrame = (frame: Frame) => {
+      const message = ClientCodec.decode(frame)
+      if (Either.isRight(message)) mailbox.add(message.right)
+    }
     const end = yield* Deferred.make<Closed>()
     const started = yield* Deferred.make<Connection.Connection>()
     const fiber = yield* Effect.forkScoped(Effect.scoped(Effect.gen(function*() {
       const connection: Connection.Connection = yield* Connection.make({
         transport: {
-          send: (frame) => {
-            const message = ClientCodec.decode(frame)
-            if (Either.isRight(message)) mailbox.add(message.right)
-          },
+          send: receiveFrame,
+          sendAll: (frames) => frames.forEach(receiveFrame),
           bufferedAmount: () => 0,
           close: (code, reason) => {
             Deferred.unsafeDone(end, Exit.succeed({ code, reason }))

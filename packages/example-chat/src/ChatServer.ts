@@ -1,14 +1,14 @@
 /**
- * The chat server as a layer: the lobby channel at `/socket`, `PUT /broadcast`
- * to post into the lobby from outside any channel, and the chat page at `/`.
+ * The chat server as a layer: the lobby channel at `/socket` (WebSocket at
+ * `/socket/websocket`), `PUT /broadcast` to post into the lobby from outside
+ * any channel, and the chat page at `/`.
  */
-import { ChannelBroadcaster, ChannelSocket } from "@effect-channels/core"
-import { NodeWebSocketServer } from "@effect-channels/node"
+import { ChannelBroadcaster } from "@effect-channels/core"
+import { NodeChannelServer } from "@effect-channels/node"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
@@ -44,22 +44,17 @@ export const router = HttpRouter.empty.pipe(
     "/phoenix.js",
     HttpServerResponse.text(phoenixClient, { contentType: "text/javascript; charset=utf-8" })
   ),
-  HttpRouter.put("/broadcast", postToLobby),
-  HttpRouter.concat(ChannelSocket.router({ path: "/socket" }))
+  HttpRouter.put("/broadcast", postToLobby)
 )
 
-/** Everything the chat needs but the HTTP server. */
-export const services = Layer.mergeAll(
-  LobbyChannel.layer,
-  ChannelBroadcaster.layerLocal,
-  NodeWebSocketServer.layer
-)
+/** The channels of the chat: the lobby, over the in-process broker. */
+export const channels = Layer.mergeAll(LobbyChannel.layer, ChannelBroadcaster.layerLocal)
 
 /** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */
 export const layer = (options: { readonly host: string; readonly port: number }) =>
   router.pipe(
     HttpServer.serve(),
     HttpServer.withLogAddress,
-    Layer.provide(services),
-    Layer.provide(NodeHttpServer.layer(createServer, options))
+    Layer.provide(NodeChannelServer.layer(createServer, options, { path: "/socket" })),
+    Layer.provide(channels)
   )

@@ -1,3 +1,4 @@
+import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
@@ -15,9 +16,8 @@ const makeTopic = Effect.gen(function*() {
   yield* Effect.forkScoped(Effect.forever(Effect.map(
     Queue.takeBetween(subscription, 1, Number.MAX_SAFE_INTEGER),
     (envelopes) => {
-      for (const envelope of envelopes) {
-        for (const subscriber of subscribers) subscriber(envelope)
-      }
+      const batch = Chunk.toReadonlyArray(envelopes)
+      for (const subscriber of subscribers) subscriber(batch)
     }
   )))
   return { pubsub, subscribers }

@@ -135,13 +135,16 @@ export const make = (
       transport.close(code, reason)
     }
 
+    /** Whether the client takes what is written: past the bound, it is disconnected. */
+    const writable = () => {
+      if (closed !== undefined) return false
+      if (transport.bufferedAmount() <= options.outboundBufferLimit) return true
+      close(CloseCode.tryAgainLater, "outbound buffer full: the client does not read")
+      return false
+    }
+
     const write = (frame: Frame) => {
-      if (closed !== undefined) return
-      if (transport.bufferedAmount() > options.outboundBufferLimit) {
-        close(CloseCode.tryAgainLater, "outbound buffer full: the client does not read")
-        return
-      }
-      transport.send(frame)
+      if (writable()) transport.send(frame)
     }
 
     const send = (message: Outbound): Effect.Effect<void> =>
@@ -243,15 +246,25 @@ export const make = (
       return Effect.asVoid(Effect.forkIn(runMailbox(channel), channel.scope))
     }
 
-    /** Writes a broadcast; until the join reply is out, holds it back. */
-    const deliverTo = (channel: ChannelState) => (envelope: Envelope) => {
+    /** Writes broadcasts; until the join reply is out, holds them back. */
+    const deliverTo = (channel: ChannelState) => (envelopes: ReadonlyArray<Envelope>) => {
       if (!channel.joined) {
-        channel.early.push(envelope)
+        channel.early.push(...envelopes)
         return
       }
-      if (envelope.except === id) return
-      const frame = envelope.frame(serializer)
-      if (Either.isRight(frame)) write(frame.right)
+      if (!writable()) return
+      if (envelopes.length === 1) {
+        const frame = envelopes[0]!.except === id ? undefined : envelopes[0]!.frame(serializer)
+        if (frame !== undefined && Either.isRight(frame)) transport.send(frame.right)
+        return
+      }
+      const frames: Array<Frame> = []
+      for (const envelope of envelopes) {
+        if (envelope.except === id) continue
+        const frame = envelope.frame(serializer)
+        if (Either.isRight(frame)) frames.push(frame.right)
+      }
+      transport.sendAll(frames)
     }
 
     const join = (message: Message) =>
@@ -312,7 +325,7 @@ export const make = (
         yield* Scope.extend(broker.subscribe(topic, deliver), channelScope)
         yield* send(Msg.reply(message.joinRef, message.ref, topic, "ok", response))
         channel.joined = true
-        for (const envelope of channel.early.splice(0)) deliver(envelope)
+        if (channel.early.length > 0) deliver(channel.early.splice(0))
         yield* Effect.all(channel.held.splice(0), { discard: true })
       }).pipe(Effect.annotateLogs("topic", message.topic))
 
@@ -384,8 +397,10 @@ export const make = (
     )
     yield* Effect.addFinalizer(() => Effect.sync(() => close(CloseCode.goingAway, "server shutting down")))
     if (params.id !== undefined) {
-      yield* broker.subscribe(params.id, (envelope) => {
-        if (envelope.message.event === disconnectEvent) close(CloseCode.goingAway, "disconnected by the server")
+      yield* broker.subscribe(params.id, (envelopes) => {
+        if (envelopes.some((envelope) => envelope.message.event === disconnectEvent)) {
+          close(CloseCode.goingAway, "disconnected by the server")
+        }
       })
     }
 

@@ -16,6 +16,8 @@ import type { Frame } from "../protocol/Message.js"
 export interface Transport {
   /** Queues a frame for the client; never blocks. */
   readonly send: (frame: Frame) => void
+  /** Queues frames for the client, written together where the transport can. */
+  readonly sendAll: (frames: ReadonlyArray<Frame>) => void
   /** Bytes queued for the client and not yet flushed. */
   readonly bufferedAmount: () => number
   /** Closes the transport; the connection ends when the transport has closed. */

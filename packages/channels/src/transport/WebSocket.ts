@@ -81,6 +81,9 @@ export const platform: Service = {
       })
       const transport: Transport = {
         send: (frame) => ws !== undefined ? ws.send(frame) : Effect.runFork(write(frame)),
+        sendAll: (frames) => {
+          for (const frame of frames) transport.send(frame)
+        },
         bufferedAmount: () => ws?.bufferedAmount ?? 0,
         close: (code, reason) =>
           ws !== undefined ? ws.close(code, reason) : Effect.runFork(write(new Socket.CloseEvent(code, reason)))

@@ -1,0 +1,119 @@
+/**
+ * A Node HTTP server that serves a Phoenix socket next to an Effect `HttpApp`:
+ * a drop-in for `NodeHttpServer.layer` that takes the socket's WebSocket
+ * upgrades (`<path>/websocket`) off the HTTP server before the app sees them.
+ *
+ * ```ts
+ * HttpServer.serve(appRouter).pipe(
+ *   Layer.provide(NodeChannelServer.layer(createServer, { port: 4000 }, { path: "/socket" })),
+ *   Layer.provide(ChatChannel.layer),
+ *   Layer.provide(ChannelBroadcaster.layerLocal),
+ *   Layer.launch,
+ *   NodeRuntime.runMain
+ * )
+ * ```
+ *
+ * Why: served through `HttpRouter` (`ChannelSocket.router`), each connection
+ * lives in its HTTP request's fiber, which holds the whole request pipeline
+ * (router, middleware, tracing span) for as long as the socket is open. Here
+ * each connection is a fiber of its own, forked into a `FiberSet` of this
+ * layer, with its own `Scope`: the same runtime and guarantees, a third of
+ * the memory per connection. The server closes every connection (1001) when
+ * the layer is released, as on `SIGTERM` under `NodeRuntime.runMain`.
+ *
+ * Everything else (admission by `vsn`, origin and `connect`, the frame size
+ * limit checked before a frame is buffered, the `phoenix` subprotocol) is as
+ * with `ChannelSocket.router` and `NodeWebSocketServer`.
+ *
+ * @since 0.1.0
+ */
+import type { Broker } from "@effect-channels/core/Broker"
+import type { ChannelBroadcaster } from "@effect-channels/core/ChannelBroadcaster"
+import type { ChannelHandler } from "@effect-channels/core/ChannelHandler"
+import * as ChannelSocket from "@effect-channels/core/ChannelSocket"
+import type * as Etag from "@effect/platform/Etag"
+import type * as HttpPlatform from "@effect/platform/HttpPlatform"
+import type * as HttpServer from "@effect/platform/HttpServer"
+import type { ServeError } from "@effect/platform/HttpServerError"
+import type * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import type { LazyArg } from "effect/Function"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import type * as Http from "node:http"
+import type * as Net from "node:net"
+import type { Duplex } from "node:stream"
+import * as Ws from "./internal/ws.js"
+
+type UpgradeHandler = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void
+
+const statusLines = { 400: "400 Bad Request", 403: "403 Forbidden", 500: "500 Internal Server Error" } as const
+
+const refuse = (socket: Duplex, status: keyof typeof statusLines) => {
+  socket.end(`HTTP/1.1 ${statusLines[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
+}
+
+/**
+ * Routes the upgrade requests of `path` to `handle`; every other event,
+ * other upgrades included, goes to the HTTP server's listeners as before.
+ */
+const takeUpgrades = (server: Http.Server, path: string, handle: UpgradeHandler) => {
+  const target = server as unknown as { emit: (event: string | symbol, ...args: Array<unknown>) => boolean }
+  const emit = target.emit.bind(server)
+  target.emit = (event, ...args) => {
+    if (event === "upgrade") {
+      const request = args[0] as Http.IncomingMessage
+      if (new URL(request.url ?? "/", "http://localhost").pathname === path) {
+        handle(request, args[1] as Duplex, args[2] as Buffer)
+        return true
+      }
+    }
+    return emit(event, ...args)
+  }
+}
+
+const connectRequest = (request: Http.IncomingMessage): ChannelSocket.ConnectRequest => ({
+  url: request.url ?? "/",
+  headers: request.headers as Readonly<Record<string, string | undefined>>,
+  remoteAddress: Option.fromNullable(request.socket.remoteAddress)
+})
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  evaluate: LazyArg<Http.Server>,
+  listen: Net.ListenOptions,
+  options: ChannelSocket.Options = {}
+): Layer.Layer<
+  HttpPlatform.HttpPlatform | Etag.Generator | NodeContext.NodeContext | HttpServer.HttpServer,
+  ServeError,
+  ChannelHandler | Broker | ChannelBroadcaster
+> =>
+  Layer.unwrapScoped(Effect.gen(function*() {
+    const resolved = ChannelSocket.resolveOptions(options)
+    const wss = yield* Effect.acquireRelease(Effect.sync(() => Ws.makeServer(resolved.maxFrameSize)), Ws.closeServer)
+    const run = yield* FiberSet.makeRuntime<ChannelHandler | Broker | ChannelBroadcaster>()
+    const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
+      Effect.gen(function*() {
+        if (request.method !== "GET") return refuse(socket, 400)
+        const protocols = request.headers["sec-websocket-protocol"]
+        const admitted = yield* Effect.either(ChannelSocket.admit(
+          connectRequest(request),
+          "websocket",
+          options,
+          ChannelSocket.authTokenFromProtocols(protocols)
+        ))
+        if (admitted._tag === "Left") return refuse(socket, admitted.left.status)
+        const upgraded = yield* Ws.upgrade(wss, request, socket, head)
+        yield* ChannelSocket.serve(upgraded, admitted.right, resolved)
+      }).pipe(Effect.scoped)
+    const server = evaluate()
+    takeUpgrades(server, `${options.path ?? "/socket"}/websocket`, (request, socket, head) => {
+      run(connect(request, socket, head))
+    })
+    return NodeHttpServer.layer(() => server, listen)
+  }))
