@@ -228,19 +228,21 @@ export const serve = (
   admitted: Admitted,
   options: Connection.Options
 ): Effect.Effect<void, never, Scope.Scope | ChannelHandler | Broker | ChannelBroadcaster> =>
-  Effect.gen(function*() {
-    const { connectInfo, connected, serializer } = admitted
-    const connection = yield* Connection.make({
+  Effect.flatMap(
+    Connection.make({
       transport: socket.transport,
-      serializer,
-      connectInfo,
-      id: connected.id,
-      assigns: connected.assigns ?? {},
+      serializer: admitted.serializer,
+      connectInfo: admitted.connectInfo,
+      id: admitted.connected.id,
+      assigns: admitted.connected.assigns ?? {},
       options
-    })
-    yield* socket.listen({ onFrame: connection.receive, onClose: connection.transportClosed })
-    yield* connection.run
-  }).pipe(Effect.annotateLogs("socket_id", admitted.connected.id ?? null))
+    }),
+    (connection) =>
+      Effect.zipRight(
+        socket.listen({ onFrame: connection.receive, onClose: connection.transportClosed }),
+        connection.run
+      )
+  )
 
 /**
  * The WebSocket endpoint as an HTTP handler.

@@ -76,7 +76,7 @@ const takeUpgrades = (server: Http.Server, path: string, handle: UpgradeHandler)
 
 const connectRequest = (request: Http.IncomingMessage): ChannelSocket.ConnectRequest => ({
   url: request.url ?? "/",
-  headers: request.headers as Readonly<Record<string, string | undefined>>,
+  headers: { ...request.headers } as Readonly<Record<string, string | undefined>>,
   remoteAddress: Option.fromNullable(request.socket.remoteAddress)
 })
 
@@ -97,7 +97,8 @@ export const layer = (
     const resolved = ChannelSocket.resolveOptions(options)
     const wss = yield* Effect.acquireRelease(Effect.sync(() => Ws.makeServer(resolved.maxFrameSize)), Ws.closeServer)
     const run = yield* FiberSet.makeRuntime<ChannelHandler | Broker | ChannelBroadcaster>()
-    const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
+    /** Admits and upgrades; nothing of the request is kept once the socket is open. */
+    const open = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
       Effect.gen(function*() {
         if (request.method !== "GET") return refuse(socket, 400)
         const protocols = request.headers["sec-websocket-protocol"]
@@ -108,9 +109,13 @@ export const layer = (
           ChannelSocket.authTokenFromProtocols(protocols)
         ))
         if (admitted._tag === "Left") return refuse(socket, admitted.left.status)
-        const upgraded = yield* Ws.upgrade(wss, request, socket, head)
-        yield* ChannelSocket.serve(upgraded, admitted.right, resolved)
-      }).pipe(Effect.scoped)
+        return [yield* Ws.upgrade(wss, request, socket, head), admitted.right] as const
+      })
+    const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
+      open(request, socket, head).pipe(
+        Effect.flatMap((opened) => opened === undefined ? Effect.void : ChannelSocket.serve(...opened, resolved)),
+        Effect.scoped
+      )
     const server = evaluate()
     takeUpgrades(server, `${options.path ?? "/socket"}/websocket`, (request, socket, head) => {
       run(connect(request, socket, head))

@@ -21,17 +21,19 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as FiberRef from "effect/FiberRef"
+import * as HashMap from "effect/HashMap"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import { Broker, Envelope } from "../Broker.js"
 import { ChannelBroadcaster, disconnectEvent } from "../ChannelBroadcaster.js"
-import type { ChannelConn, ConnectInfo, LeaveReason, SocketInfo } from "../ChannelConn.js"
+import type { ChannelConn, ConnectInfo, JoinResult, LeaveReason, SocketInfo } from "../ChannelConn.js"
 import type { ChannelEvent } from "../ChannelEvent.js"
 import { InvalidPayload } from "../ChannelEvent.js"
 import type { Channel } from "../ChannelHandler.js"
 import { ChannelHandler } from "../ChannelHandler.js"
-import type { Frame, Message, Outbound, Payload } from "../protocol/Message.js"
+import type { Frame, Message, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
 import * as Msg from "../protocol/Message.js"
 import type { Serializer } from "../protocol/Serializer.js"
 import type { Transport } from "../transport/Transport.js"
@@ -84,6 +86,75 @@ interface ChannelState {
   ended: LeaveReason | undefined
 }
 
+/** What the handles of a connection's channels share. */
+interface ConnOps {
+  readonly socket: SocketInfo
+  readonly connectionId: string
+  readonly send: (message: Outbound) => Effect.Effect<void>
+  readonly whenJoined: (channel: ChannelState, effect: Effect.Effect<void>) => Effect.Effect<void>
+  readonly terminateFromWithin: (channel: ChannelState, reason: LeaveReason) => Effect.Effect<void>
+  readonly publish: (envelope: Envelope) => Effect.Effect<void>
+}
+
+/** A channel's handle: methods on the prototype, so that a channel costs two objects, not a dozen closures. */
+class ChannelConnImpl implements ChannelConn {
+  constructor(private readonly channel: ChannelState, private readonly ops: ConnOps) {}
+  get topic() {
+    return this.channel.topic
+  }
+  get joinRef() {
+    return this.channel.joinRef
+  }
+  get socket() {
+    return this.ops.socket
+  }
+  get scope(): Scope.Scope {
+    return this.channel.scope
+  }
+  allowJoin(response: Payload = {}): JoinResult {
+    return { _tag: "Allow", response }
+  }
+  refuseJoin(reason: Payload): JoinResult {
+    return { _tag: "Refuse", reason }
+  }
+  reply(event: ChannelEvent, status: ReplyStatus, response: Payload = {}) {
+    const { channel } = this
+    return event.ref === null || channel.ended !== undefined
+      ? Effect.void
+      : this.ops.send(Msg.reply(channel.joinRef, event.ref, channel.topic, status, response))
+  }
+  push(event: string, payload: Payload = {}) {
+    const { channel } = this
+    return this.ops.whenJoined(channel, this.ops.send(Msg.push(channel.joinRef, channel.topic, event, payload)))
+  }
+  broadcast(event: string, payload: Payload = {}) {
+    return this.ops.whenJoined(
+      this.channel,
+      this.ops.publish(new Envelope(Msg.broadcast(this.channel.topic, event, payload)))
+    )
+  }
+  broadcastFrom(event: string, payload: Payload = {}) {
+    return this.ops.whenJoined(
+      this.channel,
+      this.ops.publish(new Envelope(Msg.broadcast(this.channel.topic, event, payload), this.ops.connectionId))
+    )
+  }
+  get leave() {
+    const { channel } = this
+    return Effect.suspend(() =>
+      channel.joined && channel.ended === undefined ? this.ops.terminateFromWithin(channel, "closed") : Effect.void
+    )
+  }
+  get assigns() {
+    return Effect.sync(() => this.channel.assigns)
+  }
+  assign(key: string, value: unknown) {
+    return Effect.sync(() => {
+      this.channel.assigns[key] = value
+    })
+  }
+}
+
 const node = Math.random().toString(36).slice(2, 10)
 let counter = 0
 
@@ -110,6 +181,8 @@ export const make = (
     const scope = yield* Effect.scope
     const { options, serializer, transport } = params
     const id = `${node}.${++counter}`
+    // The connection owns its fiber: annotate it for good, with no frame to unwind.
+    yield* FiberRef.update(FiberRef.currentLogAnnotations, HashMap.set<string, unknown>("socket_id", params.id ?? null))
     const channels = new Map<string, ChannelState>()
     const inbox: Array<Frame> = []
     let transportOpen = true
@@ -185,31 +258,8 @@ export const make = (
         return Effect.void
       })
 
-    const makeConn = (channel: ChannelState): ChannelConn => ({
-      topic: channel.topic,
-      joinRef: channel.joinRef,
-      socket,
-      scope: channel.scope,
-      allowJoin: (response = {}) => ({ _tag: "Allow", response }),
-      refuseJoin: (reason) => ({ _tag: "Refuse", reason }),
-      reply: (event, status, response = {}) =>
-        event.ref === null || channel.ended !== undefined
-          ? Effect.void
-          : send(Msg.reply(channel.joinRef, event.ref, channel.topic, status, response)),
-      push: (event, payload = {}) => whenJoined(channel, send(Msg.push(channel.joinRef, channel.topic, event, payload))),
-      broadcast: (event, payload = {}) =>
-        whenJoined(channel, broker.publish(new Envelope(Msg.broadcast(channel.topic, event, payload)))),
-      broadcastFrom: (event, payload = {}) =>
-        whenJoined(channel, broker.publish(new Envelope(Msg.broadcast(channel.topic, event, payload), id))),
-      leave: Effect.suspend(() =>
-        channel.joined && channel.ended === undefined ? terminateFromWithin(channel, "closed") : Effect.void
-      ),
-      assigns: Effect.sync(() => channel.assigns),
-      assign: (key, value) =>
-        Effect.sync(() => {
-          channel.assigns[key] = value
-        })
-    })
+    const ops: ConnOps = { socket, send, whenJoined, terminateFromWithin, publish: broker.publish, connectionId: id }
+    const makeConn = (channel: ChannelState): ChannelConn => new ChannelConnImpl(channel, ops)
 
     const crash = (channel: ChannelState, cause: Cause.Cause<unknown>) =>
       Effect.zipRight(
@@ -360,26 +410,28 @@ export const make = (
       return enqueue(channel, toEvent(message))
     }
 
-    const run = Effect.gen(function*() {
-      while (true) {
-        if (inbox.length === 0) {
-          if (!transportOpen) return
-          yield* Effect.async<void>((resume) => {
-            wake = () => resume(Effect.void)
-            return Effect.sync(() => {
-              wake = undefined
-            })
-          })
-          wake = undefined
-          continue
-        }
-        const frames = inbox.splice(0)
-        lastReceived = yield* Clock.currentTimeMillis
-        for (const frame of frames) {
-          if (closed !== undefined) break
-          yield* handleFrame(frame)
-        }
+    const awaitFrames = Effect.async<void>((resume) => {
+      wake = () => {
+        wake = undefined
+        resume(Effect.void)
       }
+      return Effect.sync(() => {
+        wake = undefined
+      })
+    })
+
+    const handleFrames = (frames: Array<Frame>) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        lastReceived = now
+        return Effect.forEach(frames, (frame) => closed === undefined ? handleFrame(frame) : Effect.void, {
+          discard: true
+        })
+      })
+
+    // A loop of effects, not a generator: nothing stays suspended between frames.
+    const run: Effect.Effect<void> = Effect.suspend(() => {
+      if (inbox.length > 0) return Effect.zipRight(handleFrames(inbox.splice(0)), run)
+      return transportOpen ? Effect.zipRight(awaitFrames, run) : Effect.void
     })
 
     // Life cycle: finalizers run in reverse, so channels close (running
@@ -391,11 +443,13 @@ export const make = (
       expire: () => close(CloseCode.normal, "heartbeat timeout")
     })
     yield* Effect.addFinalizer(() =>
-      handler.disconnect(socket).pipe(
-        Effect.catchAllCause((cause) => Effect.logError("disconnect failed", cause))
+      Effect.zipRight(
+        Effect.sync(() => close(CloseCode.goingAway, "server shutting down")),
+        handler.disconnect(socket).pipe(
+          Effect.catchAllCause((cause) => Effect.logError("disconnect failed", cause))
+        )
       )
     )
-    yield* Effect.addFinalizer(() => Effect.sync(() => close(CloseCode.goingAway, "server shutting down")))
     if (params.id !== undefined) {
       yield* broker.subscribe(params.id, (envelopes) => {
         if (envelopes.some((envelope) => envelope.message.event === disconnectEvent)) {
