@@ -34,7 +34,7 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import type { Broker } from "./Broker.js"
 import type { ChannelBroadcaster } from "./ChannelBroadcaster.js"
 import type { ConnectInfo } from "./ChannelConn.js"
@@ -219,29 +219,33 @@ const forbidden = { status: 403 as const }
 
 /**
  * Runs an admitted connection over an upgraded socket until the socket
- * closes, in the caller's fiber and scope.
+ * closes, in the caller's fiber; its resources go to `scope`. Only the setup
+ * runs inside the scope: the long wait for frames holds no frame of it.
  *
  * @internal
  */
 export const serve = (
+  scope: Scope.Scope,
   socket: WebSocket.UpgradedSocket,
   admitted: Admitted,
   options: Connection.Options
-): Effect.Effect<void, never, Scope.Scope | ChannelHandler | Broker | ChannelBroadcaster> =>
+): Effect.Effect<void, never, ChannelHandler | Broker | ChannelBroadcaster> =>
   Effect.flatMap(
-    Connection.make({
-      transport: socket.transport,
-      serializer: admitted.serializer,
-      connectInfo: admitted.connectInfo,
-      id: admitted.connected.id,
-      assigns: admitted.connected.assigns ?? {},
-      options
-    }),
-    (connection) =>
-      Effect.zipRight(
-        socket.listen({ onFrame: connection.receive, onClose: connection.transportClosed }),
-        connection.run
-      )
+    Scope.extend(
+      Effect.tap(
+        Connection.make({
+          transport: socket.transport,
+          serializer: admitted.serializer,
+          connectInfo: admitted.connectInfo,
+          id: admitted.connected.id,
+          assigns: admitted.connected.assigns ?? {},
+          options
+        }),
+        (connection) => socket.listen({ onFrame: connection.receive, onClose: connection.transportClosed })
+      ),
+      scope
+    ),
+    (connection) => connection.run
   )
 
 /**
@@ -265,8 +269,12 @@ export const websocket = (
     const admitted = yield* Effect.either(admit(request, "websocket", options, authToken))
     if (admitted._tag === "Left") return HttpServerResponse.empty({ status: admitted.left.status })
     const server = Option.getOrElse(yield* Effect.serviceOption(WebSocket.WebSocketServer), () => WebSocket.platform)
-    yield* server.upgrade(request, { maxFrameSize: resolved.maxFrameSize }).pipe(
-      Effect.flatMap((socket) => serve(socket, admitted.right, resolved)),
+    yield* Effect.scopeWith((scope) =>
+      Effect.flatMap(
+        server.upgrade(request, { maxFrameSize: resolved.maxFrameSize }),
+        (socket) => serve(scope, socket, admitted.right, resolved)
+      )
+    ).pipe(
       Effect.scoped,
       Effect.catchAll((error) => Effect.logWarning("websocket upgrade failed", error))
     )

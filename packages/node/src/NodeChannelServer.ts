@@ -42,6 +42,7 @@ import * as FiberSet from "effect/FiberSet"
 import type { LazyArg } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
 import type * as Http from "node:http"
 import type * as Net from "node:net"
 import type { Duplex } from "node:stream"
@@ -111,11 +112,17 @@ export const layer = (
         if (admitted._tag === "Left") return refuse(socket, admitted.left.status)
         return [yield* Ws.upgrade(wss, request, socket, head), admitted.right] as const
       })
+    // The connection's scope is closed when its fiber ends, however it ends;
+    // `Effect.scoped` would do the same but keep more frames on every idle
+    // connection's stack.
     const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
-      open(request, socket, head).pipe(
-        Effect.flatMap((opened) => opened === undefined ? Effect.void : ChannelSocket.serve(...opened, resolved)),
-        Effect.scoped
-      )
+      Effect.flatMap(Scope.make(), (scope) =>
+        Scope.extend(open(request, socket, head), scope).pipe(
+          Effect.flatMap((opened) =>
+            opened === undefined ? Effect.void : ChannelSocket.serve(scope, opened[0], opened[1], resolved)
+          ),
+          Effect.onExit((exit) => Scope.close(scope, exit))
+        ))
     const server = evaluate()
     takeUpgrades(server, `${options.path ?? "/socket"}/websocket`, (request, socket, head) => {
       run(connect(request, socket, head))
