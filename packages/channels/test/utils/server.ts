@@ -3,7 +3,8 @@
  */
 import { Broker, ChannelBroadcaster, ChannelSocket } from "@effect-channels/core"
 import type { ChannelHandler } from "@effect-channels/core/ChannelHandler"
-import { NodeWebSocketServer } from "@effect-channels/node"
+import { NodeChannelServer, NodeWebSocketServer } from "@effect-channels/node"
+import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Context from "effect/Context"
@@ -21,26 +22,33 @@ export interface TestServer {
 }
 
 /**
- * Serves `handler` at `/socket` for the life of the scope. `transport`
- * "node" uses the `ws` server of `@effect-channels/node`; "platform" the
- * portable one of the core package.
+ * How the socket is served: "server" is `NodeChannelServer` (the Node HTTP
+ * server takes the upgrades), "route" is `ChannelSocket.router` with the `ws`
+ * server of `NodeWebSocketServer`, "platform" is `ChannelSocket.router` with
+ * the portable server of the core package.
  */
+export type Transport = "server" | "route" | "platform"
+
+export const transports: ReadonlyArray<Transport> = ["server", "route", "platform"]
+
+/** Serves `handler` at `/socket` for the life of the scope. */
 export const startServer = (
   handler: Layer.Layer<ChannelHandler>,
-  options: ChannelSocket.Options & { readonly transport?: "node" | "platform" } = {}
+  options: ChannelSocket.Options & { readonly transport?: Transport } = {}
 ): Effect.Effect<TestServer, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const { transport = "node", ...socketOptions } = options
-    const services = Layer.mergeAll(
-      handler,
-      ChannelBroadcaster.layerLocal,
-      transport === "node" ? NodeWebSocketServer.layer : Layer.empty
-    )
-    const server = NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })
-    const app = HttpServer.serve(ChannelSocket.router(socketOptions))
-    const context = yield* Layer.build(
-      Layer.provideMerge(app, Layer.provideMerge(services, server))
-    ).pipe(Effect.orDie)
+    const { transport = "server", ...socketOptions } = options
+    const channels = Layer.merge(handler, ChannelBroadcaster.layerLocal)
+    const listen = { port: 0, host: "127.0.0.1" }
+    const served = transport === "server"
+      ? HttpServer.serve(HttpRouter.empty).pipe(
+        Layer.provideMerge(NodeChannelServer.layer(createServer, listen, socketOptions))
+      )
+      : HttpServer.serve(ChannelSocket.router(socketOptions)).pipe(
+        Layer.provideMerge(transport === "route" ? NodeWebSocketServer.layer : Layer.empty),
+        Layer.provideMerge(NodeHttpServer.layer(createServer, listen))
+      )
+    const context = yield* Layer.build(Layer.provideMerge(served, channels)).pipe(Effect.orDie)
     const address = Context.get(context, HttpServer.HttpServer).address
     if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")
     return {
