@@ -310,6 +310,10 @@ export const connect = (
           close: (code, reason) => {
             Deferred.unsafeDone(end, Exit.succeed({ code, reason }))
             connection.transportClosed()
+          },
+          abort: () => {
+            Deferred.unsafeDone(end, Exit.succeed({ code: 1006, reason: "aborted" }))
+            connection.transportClosed()
           }
         },
         serializer: Serializer.V2,

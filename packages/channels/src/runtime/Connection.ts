@@ -208,11 +208,18 @@ export const make = (
       transport.close(code, reason)
     }
 
+    /** Drops a client that does not read: its close frame would wait behind what it does not read. */
+    const dropSlowClient = () => {
+      if (closed !== undefined) return
+      closed = { code: CloseCode.tryAgainLater, reason: "outbound buffer full" }
+      transport.abort()
+    }
+
     /** Whether the client takes what is written: past the bound, it is disconnected. */
     const writable = () => {
       if (closed !== undefined) return false
       if (transport.bufferedAmount() <= options.outboundBufferLimit) return true
-      close(CloseCode.tryAgainLater, "outbound buffer full: the client does not read")
+      dropSlowClient()
       return false
     }
 
@@ -308,11 +315,20 @@ export const make = (
         if (frame !== undefined && Either.isRight(frame)) transport.send(frame.right)
         return
       }
+      // Within the bound: past it, what fits is written and the client dropped.
+      const room = options.outboundBufferLimit - transport.bufferedAmount()
       const frames: Array<Frame> = []
+      let size = 0
       for (const envelope of envelopes) {
         if (envelope.except === id) continue
         const frame = envelope.frame(serializer)
-        if (Either.isRight(frame)) frames.push(frame.right)
+        if (Either.isLeft(frame)) continue
+        size += frameSize(frame.right)
+        if (size > room && frames.length > 0) {
+          transport.sendAll(frames)
+          return dropSlowClient()
+        }
+        frames.push(frame.right)
       }
       transport.sendAll(frames)
     }

@@ -22,6 +22,8 @@ export interface Transport {
   readonly bufferedAmount: () => number
   /** Closes the transport; the connection ends when the transport has closed. */
   readonly close: (code: number, reason: string) => void
+  /** Closes the transport at once, without waiting for the client (one that does not read). */
+  readonly abort: () => void
 }
 
 /**

@@ -86,7 +86,14 @@ export const platform: Service = {
         },
         bufferedAmount: () => ws?.bufferedAmount ?? 0,
         close: (code, reason) =>
-          ws !== undefined ? ws.close(code, reason) : Effect.runFork(write(new Socket.CloseEvent(code, reason)))
+          ws !== undefined ? ws.close(code, reason) : Effect.runFork(write(new Socket.CloseEvent(code, reason))),
+        // A WebSocket has no way to drop a connection at once but Node's `ws`;
+        // elsewhere the close frame is sent.
+        abort: () => {
+          const raw = ws as (globalThis.WebSocket & { terminate?: () => void }) | undefined
+          if (raw?.terminate !== undefined) raw.terminate()
+          else transport.close(1013, "outbound buffer full")
+        }
       }
       return {
         transport,

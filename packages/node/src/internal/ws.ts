@@ -108,7 +108,8 @@ export const upgrade = (
         socket.uncork()
       },
       bufferedAmount: () => ws.bufferedAmount,
-      close: (code, reason) => ws.close(code, reason)
+      close: (code, reason) => ws.close(code, reason),
+      abort: () => ws.terminate()
     }
     return {
       transport,
