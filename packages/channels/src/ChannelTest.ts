@@ -8,7 +8,7 @@
  * import { ChannelTest } from "@effect-channels/core"
  * import { it } from "@effect/vitest"
  *
- * const TestLayer = ChannelTest.layer.pipe(Layer.provideMerge(LobbyChannel.layer))
+ * const TestLayer = LobbyChannel.layer.pipe(Layer.provideMerge(ChannelTest.layer))
  *
  * it.scoped("new:msg is re-broadcast", () =>
  *   Effect.gen(function*() {
@@ -54,6 +54,7 @@ import { resolveOptions } from "./ChannelSocket.js"
 import type * as ChannelSocket from "./ChannelSocket.js"
 import * as ClientCodec from "./protocol/ClientCodec.js"
 import type { Broadcast, Frame, Outbound, Payload, Push, Reply, ReplyStatus } from "./protocol/Message.js"
+import type * as Presence from "./Presence.js"
 import * as Msg from "./protocol/Message.js"
 import * as Serializer from "./protocol/Serializer.js"
 import * as Connection from "./runtime/Connection.js"
@@ -137,6 +138,10 @@ export interface TestSocket {
   /** @internal */
   readonly mailbox: Mailbox<Outbound>
   /** @internal */
+  readonly presences: Map<string, Presence.State>
+  /** @internal */
+  readonly history: Array<Outbound>
+  /** @internal */
   readonly fiber: Fiber.RuntimeFiber<void>
   /** @internal */
   readonly end: Deferred.Deferred<Closed>
@@ -185,6 +190,20 @@ export class Mailbox<A> {
         if (item === undefined) return
         this.waiters.delete(waiter)
         resume(Effect.succeed(item))
+      }
+      this.waiters.add(waiter)
+      return Effect.sync(() => this.waiters.delete(waiter))
+    })
+  }
+
+  /** Waits until `condition` holds, checked as each item arrives; takes nothing. */
+  until(condition: () => boolean): Effect.Effect<void> {
+    return Effect.async<void>((resume) => {
+      if (condition()) return resume(Effect.void)
+      const waiter = () => {
+        if (!condition()) return
+        this.waiters.delete(waiter)
+        resume(Effect.void)
       }
       this.waiters.add(waiter)
       return Effect.sync(() => this.waiters.delete(waiter))
@@ -295,9 +314,14 @@ export const connect = (
     }
     const connected = yield* handler.connect(connectInfo)
     const mailbox = new Mailbox<Outbound>()
+    const presences = new Map<string, Presence.State>()
+    const history: Array<Outbound> = []
     const receiveFrame = (frame: Frame) => {
       const message = ClientCodec.decode(frame)
-      if (Either.isRight(message)) mailbox.add(message.right)
+      if (Either.isLeft(message)) return
+      if (message.right._tag !== "Reply") syncPresence(presences, message.right)
+      history.push(message.right)
+      mailbox.add(message.right)
     }
     const end = yield* Deferred.make<Closed>()
     const started = yield* Deferred.make<Connection.Connection>()
@@ -332,6 +356,8 @@ export const connect = (
       closed: Deferred.await(end),
       connection,
       mailbox,
+      presences,
+      history,
       fiber,
       end,
       nextRef: 0
@@ -564,3 +590,72 @@ export const assertClosed = (
     }
     return Effect.zipRight(Fiber.await(socket.fiber), Effect.succeed(closed.value))
   })
+
+// Presence
+
+type Metas = ReadonlyArray<Presence.TrackedMeta>
+
+/** Applies `presence_state` and `presence_diff` as the JS client's `Presence` does, by `phx_ref`. */
+const syncPresence = (presences: Map<string, Presence.State>, message: Push | Broadcast) => {
+  if (message.event === "presence_state") {
+    presences.set(message.topic, message.payload as Presence.State)
+  } else if (message.event === "presence_diff") {
+    const { joins, leaves } = message.payload as Presence.Diff
+    const state: Record<string, { metas: Metas }> = { ...presences.get(message.topic) }
+    for (const [key, { metas }] of Object.entries(joins)) {
+      const refs = new Set(metas.map((meta) => meta.phx_ref))
+      state[key] = { metas: [...(state[key]?.metas ?? []).filter((meta) => !refs.has(meta.phx_ref)), ...metas] }
+    }
+    for (const [key, { metas }] of Object.entries(leaves)) {
+      const refs = new Set(metas.map((meta) => meta.phx_ref))
+      const left = (state[key]?.metas ?? []).filter((meta) => !refs.has(meta.phx_ref))
+      if (left.length === 0) delete state[key]
+      else state[key] = { metas: left }
+    }
+    presences.set(message.topic, state)
+  }
+}
+
+/**
+ * The presences of a channel's topic as its client sees them: the last
+ * `presence_state` it received, with every `presence_diff` since applied.
+ *
+ * @since 0.1.0
+ * @category presence
+ */
+export const presenceOf = (channel: TestChannel): Effect.Effect<Presence.State> =>
+  Effect.sync(() => channel.socket.presences.get(channel.topic) ?? {})
+
+/**
+ * Asserts that, within the timeout, the client's view of the channel's
+ * presences has exactly these keys, with these numbers of metas.
+ *
+ * @since 0.1.0
+ * @category presence
+ */
+export const assertPresence = (
+  channel: TestChannel,
+  expected: Readonly<Record<string, number>>,
+  options: AssertOptions = {}
+): Effect.Effect<Presence.State, AssertionFailed> => {
+  const counts = () =>
+    Object.fromEntries(
+      Object.entries(channel.socket.presences.get(channel.topic) ?? {}).map(([key, { metas }]) => [key, metas.length])
+    )
+  const matches = () => equals(counts(), expected)
+  return Effect.flatMap(
+    within(channel.socket.mailbox.until(matches), options.timeout),
+    (done) =>
+      Option.isSome(done)
+        ? presenceOf(channel)
+        : fail(`expected the presences ${JSON.stringify(expected)}, the client sees ${JSON.stringify(counts())}`)
+  )
+}
+
+/**
+ * Everything the client received so far, in order, asserted or not.
+ *
+ * @since 0.1.0
+ * @category sockets
+ */
+export const received = (socket: TestSocket): ReadonlyArray<Outbound> => socket.history

@@ -21,6 +21,8 @@ export * as ChannelSocket from "./ChannelSocket.js"
 /** @since 0.1.0 */
 export * as Message from "./protocol/Message.js"
 /** @since 0.1.0 */
+export * as Presence from "./Presence.js"
+/** @since 0.1.0 */
 export * as Serializer from "./protocol/Serializer.js"
 /** @since 0.1.0 */
 export * as Transport from "./transport/Transport.js"

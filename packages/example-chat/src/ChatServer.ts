@@ -48,7 +48,7 @@ export const router = HttpRouter.empty.pipe(
 )
 
 /** The channels of the chat: the lobby, over the in-process broker. */
-export const channels = Layer.mergeAll(LobbyChannel.layer, ChannelBroadcaster.layerLocal)
+export const channels = LobbyChannel.layer.pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
 
 /** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */
 export const layer = (options: { readonly host: string; readonly port: number }) =>

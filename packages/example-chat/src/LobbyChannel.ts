@@ -1,10 +1,14 @@
 /**
  * The chat's channel: anyone may join `rooms:lobby`, any other topic is
- * refused. A join announces `user:entered`; `new:msg` is re-broadcast to every
- * member, the sender included; `ping` is answered with its own payload.
+ * refused. A join announces `user:entered`, and a member who gives a `user`
+ * is tracked in the lobby's presence under that name (the others get the
+ * presence state, to see who is there); `new:msg` is
+ * re-broadcast to every member, the sender included; `ping` is answered with
+ * its own payload.
  */
-import { ChannelHandler } from "@effect-channels/core"
+import { ChannelHandler, Presence } from "@effect-channels/core"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 
 export const lobby = "rooms:lobby"
 
@@ -14,11 +18,15 @@ const userOf = (payload: unknown): string | null => {
   return typeof user === "string" ? user : null
 }
 
-export const hooks: ChannelHandler.Hooks = {
+export const hooks: ChannelHandler.Hooks<Presence.Presence> = {
   join: (conn, event) =>
     Effect.gen(function*() {
       if (event.topic !== lobby) return conn.refuseJoin({ reason: "unauthorized" })
-      yield* conn.broadcast("user:entered", { user: userOf(event.payload) })
+      const user = userOf(event.payload)
+      yield* conn.broadcast("user:entered", { user })
+      const presence = yield* Presence.Presence
+      if (user !== null) yield* presence.track(conn, lobby, user, { online_at: Date.now() })
+      else yield* presence.pushState(conn)
       return conn.allowJoin()
     }),
   incoming: (conn, event) => {
@@ -33,4 +41,5 @@ export const hooks: ChannelHandler.Hooks = {
   }
 }
 
-export const layer = ChannelHandler.layer(hooks)
+/** The lobby, with its presence; needs a `Broker`. */
+export const layer = ChannelHandler.layer(hooks).pipe(Layer.provide(Presence.layer()))

@@ -5,7 +5,7 @@ import * as Layer from "effect/Layer"
 import * as TestClock from "effect/TestClock"
 import * as LobbyChannel from "../src/LobbyChannel.js"
 
-const TestLayer = ChannelTest.layer.pipe(Layer.provideMerge(LobbyChannel.layer))
+const TestLayer = LobbyChannel.layer.pipe(Layer.provideMerge(ChannelTest.layer))
 
 describe("LobbyChannel", () => {
   it.scoped("anyone may join the lobby, and the lobby hears who entered", () =>
@@ -71,5 +71,19 @@ describe("LobbyChannel", () => {
       const failure = yield* Effect.flip(ChannelTest.assertClosed(socket, 1000, { timeout: "500 millis" }))
       expect(failure.message).toBe("expected the server to close the connection")
       yield* ChannelTest.assertClosed(socket, 1000, { timeout: "1 second" })
+    }).pipe(Effect.provide(TestLayer)))
+
+  it.scoped("members with a user are tracked with online_at; everyone sees the online list", () =>
+    Effect.gen(function*() {
+      const ada = yield* ChannelTest.join(yield* ChannelTest.connect(), "rooms:lobby", { user: "ada" })
+      const state = yield* ChannelTest.assertPush(ada, "presence_state")
+      expect(state).toEqual({ ada: { metas: [{ online_at: expect.any(Number), phx_ref: expect.any(String) }] } })
+      const guest = yield* ChannelTest.join(yield* ChannelTest.connect(), "rooms:lobby")
+      yield* ChannelTest.assertPresence(guest, { ada: 1 })
+      const bob = yield* ChannelTest.connect()
+      yield* ChannelTest.join(bob, "rooms:lobby", { user: "bob" })
+      yield* ChannelTest.assertPresence(ada, { ada: 1, bob: 1 }, { timeout: "2 seconds" })
+      yield* ChannelTest.close(bob)
+      yield* ChannelTest.assertPresence(guest, { ada: 1 }, { timeout: "2 seconds" })
     }).pipe(Effect.provide(TestLayer)))
 })

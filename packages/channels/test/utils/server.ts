@@ -33,12 +33,12 @@ export const transports: ReadonlyArray<Transport> = ["server", "route", "platfor
 
 /** Serves `handler` at `/socket` for the life of the scope. */
 export const startServer = (
-  handler: Layer.Layer<ChannelHandler>,
+  handler: Layer.Layer<ChannelHandler, never, Broker.Broker | ChannelBroadcaster.ChannelBroadcaster>,
   options: ChannelSocket.Options & { readonly transport?: Transport } = {}
 ): Effect.Effect<TestServer, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { transport = "server", ...socketOptions } = options
-    const channels = Layer.merge(handler, ChannelBroadcaster.layerLocal)
+    const channels = handler.pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
     const listen = { port: 0, host: "127.0.0.1" }
     const served = transport === "server"
       ? HttpServer.serve(HttpRouter.empty).pipe(
