@@ -48,13 +48,16 @@ export const router = HttpRouter.empty.pipe(
 )
 
 /** The channels of the chat: the lobby, over the in-process broker. */
-export const channels = LobbyChannel.layer.pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
+export const channels = (options: LobbyChannel.Options = {}) =>
+  LobbyChannel.layerWith(options).pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
 
 /** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */
-export const layer = (options: { readonly host: string; readonly port: number }) =>
+export const layer = (
+  options: { readonly host: string; readonly port: number } & LobbyChannel.Options
+) =>
   router.pipe(
     HttpServer.serve(),
     HttpServer.withLogAddress,
-    Layer.provide(NodeChannelServer.layer(createServer, options, { path: "/socket" })),
-    Layer.provide(channels)
+    Layer.provide(NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, { path: "/socket" })),
+    Layer.provide(channels(options))
   )

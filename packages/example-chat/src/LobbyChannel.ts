@@ -18,12 +18,17 @@ const userOf = (payload: unknown): string | null => {
   return typeof user === "string" ? user : null
 }
 
-export const hooks: ChannelHandler.Hooks<Presence.Presence> = {
+export interface Options {
+  /** Whether a join broadcasts `user:entered` (default true; the benchmark turns it off). */
+  readonly announceJoins?: boolean | undefined
+}
+
+export const makeHooks = (options: Options = {}): ChannelHandler.Hooks<Presence.Presence> => ({
   join: (conn, event) =>
     Effect.gen(function*() {
       if (event.topic !== lobby) return conn.refuseJoin({ reason: "unauthorized" })
       const user = userOf(event.payload)
-      yield* conn.broadcast("user:entered", { user })
+      if (options.announceJoins !== false) yield* conn.broadcast("user:entered", { user })
       const presence = yield* Presence.Presence
       if (user !== null) yield* presence.track(conn, lobby, user, { online_at: Date.now() })
       else yield* presence.pushState(conn)
@@ -39,7 +44,10 @@ export const hooks: ChannelHandler.Hooks<Presence.Presence> = {
         return Effect.void
     }
   }
-}
+})
 
 /** The lobby, with its presence; needs a `Broker`. */
-export const layer = ChannelHandler.layer(hooks).pipe(Layer.provide(Presence.layer()))
+export const layerWith = (options: Options) =>
+  ChannelHandler.layer(makeHooks(options)).pipe(Layer.provide(Presence.layer()))
+
+export const layer = layerWith({})

@@ -4,5 +4,6 @@ import * as ChatServer from "./ChatServer.js"
 
 const port = Number(process.env["PORT"] ?? 4000)
 const host = process.env["HOST"] ?? "127.0.0.1"
+const announceJoins = process.env["CHAT_ANNOUNCE_JOINS"] !== "false"
 
-ChatServer.layer({ host, port }).pipe(Layer.launch, NodeRuntime.runMain)
+ChatServer.layer({ host, port, announceJoins }).pipe(Layer.launch, NodeRuntime.runMain)
