@@ -33,7 +33,7 @@ import type { ChannelHandler } from "@effect-channels/core/ChannelHandler"
 import * as ChannelSocket from "@effect-channels/core/ChannelSocket"
 import type * as Etag from "@effect/platform/Etag"
 import type * as HttpPlatform from "@effect/platform/HttpPlatform"
-import type * as HttpServer from "@effect/platform/HttpServer"
+import * as HttpServer from "@effect/platform/HttpServer"
 import type { ServeError } from "@effect/platform/HttpServerError"
 import type * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
@@ -50,7 +50,12 @@ import * as Ws from "./internal/ws.js"
 
 type UpgradeHandler = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void
 
-const statusLines = { 400: "400 Bad Request", 403: "403 Forbidden", 500: "500 Internal Server Error" } as const
+const statusLines = {
+  400: "400 Bad Request",
+  403: "403 Forbidden",
+  500: "500 Internal Server Error",
+  503: "503 Service Unavailable"
+} as const
 
 const refuse = (socket: Duplex, status: keyof typeof statusLines) => {
   socket.end(`HTTP/1.1 ${statusLines[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
@@ -93,8 +98,19 @@ export const layer = (
   HttpPlatform.HttpPlatform | Etag.Generator | NodeContext.NodeContext | HttpServer.HttpServer,
   ServeError,
   ChannelHandler | Broker | ChannelBroadcaster
-> =>
-  Layer.unwrapScoped(Effect.gen(function*() {
+> => {
+  // Upgrades are taken from the moment the server exists; until the socket's
+  // layer is up (a few milliseconds at start), they are refused with 503.
+  let handle: UpgradeHandler = (_request, socket) => refuse(socket, 503)
+  const http = NodeHttpServer.layer(() => {
+    const server = evaluate()
+    takeUpgrades(server, `${options.path ?? "/socket"}/websocket`, (request, socket, head) => handle(request, socket, head))
+    return server
+  }, listen)
+  // Built after the HTTP server, so released before it: the connections are
+  // closed (1001) before the server waits for its sockets to end.
+  const socket = Layer.scopedDiscard(Effect.gen(function*() {
+    yield* HttpServer.HttpServer
     const resolved = ChannelSocket.resolveOptions(options)
     const wss = yield* Effect.acquireRelease(Effect.sync(() => Ws.makeServer(resolved.maxFrameSize)), Ws.closeServer)
     const run = yield* FiberSet.makeRuntime<ChannelHandler | Broker | ChannelBroadcaster>()
@@ -123,9 +139,14 @@ export const layer = (
           ),
           Effect.onExit((exit) => Scope.close(scope, exit))
         ))
-    const server = evaluate()
-    takeUpgrades(server, `${options.path ?? "/socket"}/websocket`, (request, socket, head) => {
+    handle = (request, socket, head) => {
       run(connect(request, socket, head))
-    })
-    return NodeHttpServer.layer(() => server, listen)
+    }
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        handle = (_request, socket) => refuse(socket, 503)
+      })
+    )
   }))
+  return Layer.provideMerge(socket, http)
+}

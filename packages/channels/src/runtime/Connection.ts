@@ -76,13 +76,19 @@ interface ChannelState {
   readonly joinRef: string
   readonly hooks: Channel
   readonly scope: Scope.CloseableScope
+  /** Events to handle, from `head` on: an array, not a queue with O(n) shift. */
   readonly mailbox: Array<ChannelEvent>
+  head: number
+  /** Annotates the logs of the channel's fiber with its topic (the fiber is the channel's: no need to restore). */
+  readonly annotate: Effect.Effect<void>
   readonly assigns: Record<string, unknown>
   readonly held: Array<Effect.Effect<void>>
   readonly early: Array<Envelope>
   conn: ChannelConn
   joined: boolean
   running: boolean
+  /** Wakes the channel's fiber while it lingers for the next event. */
+  wake: (() => void) | undefined
   ended: LeaveReason | undefined
 }
 
@@ -156,6 +162,7 @@ class ChannelConnImpl implements ChannelConn {
 }
 
 const node = Math.random().toString(36).slice(2, 10)
+const lingerMillis = 1000
 let counter = 0
 
 const frameSize = (frame: Frame) => (typeof frame === "string" ? frame.length : frame.byteLength)
@@ -281,23 +288,58 @@ export const make = (
       )
 
     /** Handles a channel's events in order, in a fiber that ends when the mailbox is empty. */
+    /**
+     * Waits for the next event of an idle channel, for a while: a channel that
+     * keeps receiving keeps its fiber; one idle for `lingerMillis` lets it go.
+     * Succeeds with whether an event came. (A timer of the machine, not of the
+     * `Clock`: it only decides when a fiber is given back, nothing anyone sees.)
+     */
+    const awaitEvent = (channel: ChannelState) =>
+      Effect.async<boolean>((resume) => {
+        const timer = setTimeout(() => {
+          channel.wake = undefined
+          resume(Effect.succeed(false))
+        }, lingerMillis)
+        channel.wake = () => {
+          clearTimeout(timer)
+          channel.wake = undefined
+          resume(Effect.succeed(true))
+        }
+        return Effect.sync(() => {
+          clearTimeout(timer)
+          channel.wake = undefined
+        })
+      })
+
     const runMailbox = (channel: ChannelState) =>
-      Effect.gen(function*() {
+      Effect.zipRight(channel.annotate, Effect.gen(function*() {
+        const { mailbox } = channel
         while (channel.ended === undefined) {
-          const event = channel.mailbox.shift()
-          if (event === undefined) {
-            channel.running = false
-            return
+          if (channel.head === mailbox.length) {
+            mailbox.length = channel.head = 0
+            // Events that came while the linger ended are in the mailbox: the
+            // check and the release are one step.
+            if (!(yield* awaitEvent(channel)) && mailbox.length === 0) {
+              channel.running = false
+              return
+            }
+            continue
           }
+          const event = mailbox[channel.head]!
+          mailbox[channel.head++] = undefined as unknown as ChannelEvent
           yield* handleIncoming(channel, event)
         }
-      }).pipe(Effect.annotateLogs("topic", channel.topic))
+      }))
 
     const enqueue = (channel: ChannelState, event: ChannelEvent): Effect.Effect<void> => {
-      if (channel.mailbox.length >= options.inboundQueueLimit) {
+      if (channel.mailbox.length - channel.head >= options.inboundQueueLimit) {
         return Effect.sync(() => close(CloseCode.policyViolation, "too many messages queued"))
       }
       channel.mailbox.push(event)
+      if (channel.wake !== undefined) {
+        channel.wake()
+        return Effect.void
+      }
       if (channel.running) return Effect.void
       channel.running = true
       return Effect.asVoid(Effect.forkIn(runMailbox(channel), channel.scope))
@@ -356,12 +398,15 @@ export const make = (
           hooks,
           scope: channelScope,
           mailbox: [],
+          head: 0,
+          annotate: FiberRef.update(FiberRef.currentLogAnnotations, HashMap.set<string, unknown>("topic", topic)),
           assigns: {},
           held: [],
           early: [],
           conn: undefined as unknown as ChannelConn,
           joined: false,
           running: false,
+          wake: undefined,
           ended: undefined
         }
         channel.conn = makeConn(channel)
@@ -436,12 +481,15 @@ export const make = (
       })
     })
 
+    const handleEach = (frames: Array<Frame>, index: number): Effect.Effect<void> =>
+      index === frames.length || closed !== undefined
+        ? Effect.void
+        : Effect.flatMap(handleFrame(frames[index]!), () => handleEach(frames, index + 1))
+
     const handleFrames = (frames: Array<Frame>) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         lastReceived = now
-        return Effect.forEach(frames, (frame) => closed === undefined ? handleFrame(frame) : Effect.void, {
-          discard: true
-        })
+        return handleEach(frames, 0)
       })
 
     // A loop of effects, not a generator: nothing stays suspended between frames.
