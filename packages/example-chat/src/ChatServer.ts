@@ -58,6 +58,6 @@ export const layer = (
   router.pipe(
     HttpServer.serve(),
     HttpServer.withLogAddress,
-    Layer.provide(NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, { path: "/socket" })),
+    Layer.provideMerge(NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, { path: "/socket" })),
     Layer.provide(channels(options))
   )

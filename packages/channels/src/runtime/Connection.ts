@@ -35,7 +35,7 @@ import type { Channel } from "../ChannelHandler.js"
 import { ChannelHandler } from "../ChannelHandler.js"
 import type { Frame, Message, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
 import * as Msg from "../protocol/Message.js"
-import type { Serializer } from "../protocol/Serializer.js"
+import type { MalformedMessage, Serializer } from "../protocol/Serializer.js"
 import type { Transport } from "../transport/Transport.js"
 import { CloseCode } from "../transport/Transport.js"
 
@@ -165,6 +165,8 @@ const node = Math.random().toString(36).slice(2, 10)
 const lingerMillis = 1000
 let counter = 0
 
+type Decoded = Either.Either<Message, MalformedMessage>
+
 const frameSize = (frame: Frame) => (typeof frame === "string" ? frame.length : frame.byteLength)
 
 const toEvent = (message: Message): ChannelEvent => ({
@@ -191,11 +193,12 @@ export const make = (
     // The connection owns its fiber: annotate it for good, with no frame to unwind.
     yield* FiberRef.update(FiberRef.currentLogAnnotations, HashMap.set<string, unknown>("socket_id", params.id ?? null))
     const channels = new Map<string, ChannelState>()
-    const inbox: Array<Frame> = []
+    const inbox: Array<Decoded> = []
     let transportOpen = true
     let wake: (() => void) | undefined
     const heartbeatMillis = Duration.toMillis(options.heartbeatTimeout)
-    let lastReceived = yield* Clock.currentTimeMillis
+    const clock = yield* Effect.clock
+    let lastReceived = clock.unsafeCurrentTimeMillis()
     let closed: { readonly code: number; readonly reason: string } | undefined
 
     const socketAssigns: Record<string, unknown> = { ...params.assigns }
@@ -442,8 +445,7 @@ export const make = (
 
     // Frames
 
-    const handleFrame = (frame: Frame): Effect.Effect<void> => {
-      const decoded = serializer.decode(frame)
+    const handleFrame = (decoded: Decoded): Effect.Effect<void> => {
       if (Either.isLeft(decoded)) {
         return Effect.zipRight(
           Effect.logWarning("closing on a malformed frame", decoded.left.reason),
@@ -481,12 +483,12 @@ export const make = (
       })
     })
 
-    const handleEach = (frames: Array<Frame>, index: number): Effect.Effect<void> =>
+    const handleEach = (frames: Array<Decoded>, index: number): Effect.Effect<void> =>
       index === frames.length || closed !== undefined
         ? Effect.void
         : Effect.flatMap(handleFrame(frames[index]!), () => handleEach(frames, index + 1))
 
-    const handleFrames = (frames: Array<Frame>) =>
+    const handleFrames = (frames: Array<Decoded>) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         lastReceived = now
         return handleEach(frames, 0)
@@ -522,15 +524,45 @@ export const make = (
       })
     }
 
+    /**
+     * The frames a running channel takes, handled as they arrive, without
+     * waking the connection's fiber: pushes to a channel whose fiber is
+     * running or lingering, heartbeats, and stale messages. Anything else
+     * (joins, leaves, errors, a channel that needs a fiber) goes through the
+     * connection's fiber, and so does everything while it has frames queued,
+     * which keeps the order of every message.
+     */
+    const handleAtOnce = (decoded: Decoded): boolean => {
+      if (Either.isLeft(decoded)) return false
+      const message = decoded.right
+      if (message.event === Msg.Events.heartbeat && message.topic === Msg.socketTopic) {
+        lastReceived = clock.unsafeCurrentTimeMillis()
+        const frame = serializer.encode(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
+        if (Either.isRight(frame)) write(frame.right)
+        return true
+      }
+      const channel = channels.get(message.topic)
+      if (channel === undefined || !channel.running || message.event === Msg.Events.leave) return false
+      if (message.event === Msg.Events.join) return false
+      if (channel.mailbox.length - channel.head >= options.inboundQueueLimit) return false
+      lastReceived = clock.unsafeCurrentTimeMillis()
+      if (message.joinRef !== null && message.joinRef !== channel.joinRef) return true
+      channel.mailbox.push(toEvent(message))
+      channel.wake?.()
+      return true
+    }
+
     const receive = (frame: Frame): void => {
       if (closed !== undefined) return
       if (frameSize(frame) > options.maxFrameSize) {
         return close(CloseCode.messageTooBig, "frame too large")
       }
+      const decoded = serializer.decode(frame)
+      if (inbox.length === 0 && wake !== undefined && handleAtOnce(decoded)) return
       if (inbox.length >= options.inboundQueueLimit) {
         return close(CloseCode.policyViolation, "too many messages queued")
       }
-      inbox.push(frame)
+      inbox.push(decoded)
       wake?.()
     }
     const transportClosed = () => {
