@@ -166,8 +166,9 @@ const runServer = async (name) => {
     cpu.broadcastCrowd = crowdLatency.cpu
 
     // Down to `subscribers`: broadcast-to-all time, then a burst.
+    // Closing 8,000 connections is work for every server: let it settle.
     for (const client of rest.splice(config.subscribers)) client.ws.terminate()
-    await sleep(1000)
+    await sleep(3000)
     listeners = Object.assign(deliveries(rest, protocol), { size: rest.length })
     const latency = await measured(pid, () => broadcastLatency(protocol, sender, listeners, config.singles))
     figures.broadcastP50 = latency.result.p50
