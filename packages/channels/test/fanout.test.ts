@@ -43,6 +43,16 @@ const joinAll = (socketUrl: string, count: number) =>
 
 const inOrder = Array.from({ length: broadcasts }, (_, i) => i)
 
+const allReceivedInOrder = (clients: ReadonlyArray<{ readonly seen: ReadonlyArray<number> }>) =>
+  Effect.gen(function*() {
+    yield* eventually(
+      Effect.sync(() => clients.filter(({ seen }) => seen.length === broadcasts).length),
+      (done) => done === connections,
+      20_000
+    )
+    for (const { seen } of clients) expect(seen).toEqual(inOrder)
+  })
+
 describe("fan-out", () => {
   it.scopedLive("1,000 connections receive 100 broadcasts from the ChannelBroadcaster, in order", () =>
     Effect.gen(function*() {
@@ -50,12 +60,7 @@ describe("fan-out", () => {
       const clients = yield* joinAll(server.socketUrl, connections)
       expect(yield* server.broker.subscribers("room:fan")).toBe(connections)
       for (const n of inOrder) yield* server.broadcaster.broadcast("room:fan", "seq", { n })
-      yield* eventually(
-        Effect.sync(() => clients.filter(({ seen }) => seen.length === broadcasts).length),
-        (done) => done === connections,
-        20_000
-      )
-      for (const { seen } of clients) expect(seen).toEqual(inOrder)
+      yield* allReceivedInOrder(clients)
     }), 60_000)
 
   it.scopedLive("1,000 connections receive 100 broadcasts pushed by one member, in order", () =>
@@ -64,11 +69,6 @@ describe("fan-out", () => {
       const clients = yield* joinAll(server.socketUrl, connections)
       const sender = clients[0]!.ws
       for (const n of inOrder) sender.send(JSON.stringify(["1", String(n + 2), "room:fan", "seq", { n }]))
-      yield* eventually(
-        Effect.sync(() => clients.filter(({ seen }) => seen.length === broadcasts).length),
-        (done) => done === connections,
-        20_000
-      )
-      for (const { seen } of clients) expect(seen).toEqual(inOrder)
+      yield* allReceivedInOrder(clients)
     }), 60_000)
 })
