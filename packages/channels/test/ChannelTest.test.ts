@@ -136,6 +136,17 @@ describe("ChannelTest", () => {
       expect(yield* Log.use((log) => log.lines)).toEqual(["leave room:1 crashed"])
     }).pipe(Effect.provide(TestLayer)))
 
+  it.scoped("events queued behind a crash are not handled by the crashed channel", () =>
+    Effect.gen(function*() {
+      const socket = yield* ChannelTest.connect({ user: "ada" })
+      const channel = yield* ChannelTest.join(socket, "room:1")
+      yield* ChannelTest.push(channel, "fail")
+      const after = yield* ChannelTest.push(channel, "echo", { late: true })
+      yield* ChannelTest.assertPush(channel, "phx_error", { reason: "channel_crash" })
+      const failure = yield* Effect.flip(ChannelTest.assertReply(channel, after, "ok"))
+      expect(failure.message).toContain(`expected a reply to ref ${after}`)
+    }).pipe(Effect.provide(TestLayer)))
+
   it.scoped("leave, server-side leave and close run leave and disconnect once", () =>
     Effect.gen(function*() {
       const socket = yield* ChannelTest.connect({ user: "ada" })

@@ -87,6 +87,8 @@ interface ChannelState {
   conn: ChannelConn
   joined: boolean
   running: boolean
+  /** Set when the channel's own fiber ends it: it takes no further event. */
+  stopping: boolean
   /** Wakes the channel's fiber while it lingers for the next event. */
   wake: (() => void) | undefined
   ended: LeaveReason | undefined
@@ -265,7 +267,11 @@ export const make = (
 
     /** Terminates a channel from one of its own fibers, which the termination interrupts. */
     const terminateFromWithin = (channel: ChannelState, reason: LeaveReason) =>
-      Effect.asVoid(Effect.forkIn(terminate(channel, reason), scope))
+      Effect.suspend(() => {
+        // The channel takes no further event from now on, though it ends in another fiber.
+        channel.stopping = true
+        return Effect.asVoid(Effect.forkIn(terminate(channel, reason), scope))
+      })
 
     const whenJoined = (channel: ChannelState, effect: Effect.Effect<void>): Effect.Effect<void> =>
       Effect.suspend(() => {
@@ -317,7 +323,7 @@ export const make = (
     const runMailbox = (channel: ChannelState) =>
       Effect.zipRight(channel.annotate, Effect.gen(function*() {
         const { mailbox } = channel
-        while (channel.ended === undefined) {
+        while (channel.ended === undefined && !channel.stopping) {
           if (channel.head === mailbox.length) {
             mailbox.length = channel.head = 0
             // Events that came while the linger ended are in the mailbox: the
@@ -335,6 +341,7 @@ export const make = (
       }))
 
     const enqueue = (channel: ChannelState, event: ChannelEvent): Effect.Effect<void> => {
+      if (channel.stopping) return Effect.void
       if (channel.mailbox.length - channel.head >= options.inboundQueueLimit) {
         return Effect.sync(() => close(CloseCode.policyViolation, "too many messages queued"))
       }
@@ -409,6 +416,7 @@ export const make = (
           conn: undefined as unknown as ChannelConn,
           joined: false,
           running: false,
+          stopping: false,
           wake: undefined,
           ended: undefined
         }
@@ -542,7 +550,9 @@ export const make = (
         return true
       }
       const channel = channels.get(message.topic)
-      if (channel === undefined || !channel.running || message.event === Msg.Events.leave) return false
+      if (channel === undefined || !channel.running || channel.stopping || message.event === Msg.Events.leave) {
+        return false
+      }
       if (message.event === Msg.Events.join) return false
       if (channel.mailbox.length - channel.head >= options.inboundQueueLimit) return false
       lastReceived = clock.unsafeCurrentTimeMillis()
