@@ -171,6 +171,24 @@ type Decoded = Either.Either<Message, MalformedMessage>
 
 const frameSize = (frame: Frame) => (typeof frame === "string" ? frame.length : frame.byteLength)
 
+/**
+ * Whether a received frame is over the limit, which counts bytes: for a text
+ * frame, its UTF-8 length. A UTF-16 unit takes 1 to 3 bytes, so the UTF-8
+ * length is counted only when the string's length cannot decide.
+ */
+const overLimit = (frame: Frame, limit: number): boolean => {
+  if (typeof frame !== "string") return frame.byteLength > limit
+  if (frame.length > limit) return true
+  if (frame.length * 3 <= limit) return false
+  let bytes = frame.length
+  for (let i = 0; i < frame.length; i++) {
+    const unit = frame.charCodeAt(i)
+    // Units past U+007F take 2 bytes, past U+07FF 3; a surrogate pair takes 4 for its 2 units.
+    if (unit >= 0x80) bytes += unit < 0x800 || (unit >= 0xd800 && unit <= 0xdfff) ? 1 : 2
+  }
+  return bytes > limit
+}
+
 const toEvent = (message: Message): ChannelEvent => ({
   topic: message.topic,
   event: message.event,
@@ -564,7 +582,7 @@ export const make = (
 
     const receive = (frame: Frame): void => {
       if (closed !== undefined) return
-      if (frameSize(frame) > options.maxFrameSize) {
+      if (overLimit(frame, options.maxFrameSize)) {
         return close(CloseCode.messageTooBig, "frame too large")
       }
       const decoded = serializer.decode(frame)
