@@ -248,8 +248,12 @@ export const serve = (
     (connection) => connection.run
   )
 
+/** A refused upgrade: the connection is not reused, as the client would wait on it. */
+const refusal = (status: number) => HttpServerResponse.empty({ status, headers: Headers.fromInput({ connection: "close" }) })
+
 /**
- * The WebSocket endpoint as an HTTP handler.
+ * The WebSocket endpoint as an HTTP handler: a `GET` with `Upgrade: websocket`
+ * (anything else is 400).
  *
  * @since 0.1.0
  * @category handlers
@@ -264,10 +268,11 @@ export const websocket = (
   const resolved = resolveOptions(options)
   return Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
-    if (request.method !== "GET") return HttpServerResponse.empty({ status: 400 })
+    const upgrade = Option.getOrUndefined(Headers.get(request.headers, "upgrade"))?.toLowerCase()
+    if (request.method !== "GET" || upgrade !== "websocket") return refusal(400)
     const authToken = Option.flatMap(Headers.get(request.headers, "sec-websocket-protocol"), authTokenFromProtocols)
     const admitted = yield* Effect.either(admit(request, "websocket", options, authToken))
-    if (admitted._tag === "Left") return HttpServerResponse.empty({ status: admitted.left.status })
+    if (admitted._tag === "Left") return refusal(admitted.left.status)
     const server = Option.getOrElse(yield* Effect.serviceOption(WebSocket.WebSocketServer), () => WebSocket.platform)
     yield* Effect.scopeWith((scope) =>
       Effect.flatMap(

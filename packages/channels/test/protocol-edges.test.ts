@@ -288,21 +288,27 @@ describe.each(transports)("protocol edges over %s", (transport) => {
   it.scopedLive("the frame size limit counts bytes: at the limit passes, one byte over closes with 1009", () =>
     Effect.gen(function*() {
       const { server } = yield* setup({ maxFrameSize: 1024 })
-      const heartbeat = (ref: string, size: number) => {
-        const frame = JSON.stringify([null, ref, "phoenix", "heartbeat", { pad: "" }])
-        return JSON.stringify([null, ref, "phoenix", "heartbeat", { pad: "x".repeat(size - frame.length) }])
+      /** A heartbeat of exactly `bytes` bytes of UTF-8, padded with `char` (then "x"). */
+      const heartbeat = (ref: string, bytes: number, char: string) => {
+        const base = Buffer.byteLength(JSON.stringify([null, ref, "phoenix", "heartbeat", { pad: "" }]))
+        const count = Math.floor((bytes - base) / Buffer.byteLength(char))
+        const pad = char.repeat(count) + "x".repeat(bytes - base - count * Buffer.byteLength(char))
+        const frame = JSON.stringify([null, ref, "phoenix", "heartbeat", { pad }])
+        expect(Buffer.byteLength(frame)).toBe(bytes)
+        return frame
       }
-      const client = yield* connect(server.socketUrl)
-      const atLimit = heartbeat("1", 1024)
-      expect(Buffer.byteLength(atLimit)).toBe(1024)
-      yield* client.send(atLimit)
-      expect((yield* client.next())[1]).toBe("1")
-      yield* client.send(heartbeat("2", 1025))
-      expect((yield* client.closed).code).toBe(1009)
-      // Multi-byte characters count as the bytes they take: 600 "é" are 1,200 bytes.
-      const accented = yield* connect(server.socketUrl)
-      yield* accented.send(JSON.stringify([null, "3", "phoenix", "heartbeat", { pad: "é".repeat(600) }]))
-      expect((yield* accented.closed).code).toBe(1009)
+      // One, two, three and four bytes a character ("😀" is two UTF-16 units).
+      for (const char of ["x", "é", "€", "😀"]) {
+        const client = yield* connect(server.socketUrl)
+        yield* client.send(heartbeat("1", 1024, char))
+        expect(yield* client.next()).toEqual([null, "1", "phoenix", "phx_reply", { status: "ok", response: {} }])
+        yield* client.send(heartbeat("2", 1025, char))
+        expect((yield* client.closed).code).toBe(1009)
+      }
+      // Binary frames too.
+      const binary = yield* connect(server.socketUrl)
+      yield* binary.send(new Uint8Array(1025))
+      expect((yield* binary.closed).code).toBe(1009)
     }))
 
   it.scopedLive("socket id: disconnect(id) closes the connections with that id, not one without; connected counts", () =>

@@ -16,14 +16,17 @@ const Shout = Schema.Struct({ text: Schema.String })
 
 const makeHandler = () => {
   const log: Array<string> = []
+  const connects: Array<string> = []
   const layer = ChannelHandler.layer({
     connect: (info) =>
-      info.params["token"] === "bad"
+      Effect.sync(() => connects.push(info.params["user"] ?? "?")).pipe(Effect.zipRight(
+        info.params["token"] === "bad"
         ? Effect.fail(new ConnectRefused({ reason: "bad token" }))
         : Effect.succeed({
           id: info.params["id"],
           assigns: { user: info.params["user"] ?? null, token: info.authToken._tag === "Some" ? info.authToken.value : null }
-        }),
+        })
+      )),
     join: (conn, event) =>
       Effect.gen(function*() {
         if (event.topic === "room:private") return conn.refuseJoin({ reason: "unauthorized" })
@@ -54,7 +57,7 @@ const makeHandler = () => {
     leave: (conn, reason) => Effect.sync(() => log.push(`leave ${conn.topic} ${reason}`)),
     disconnect: (socket) => Effect.sync(() => log.push(`disconnect ${socket.assigns["user"]}`))
   })
-  return { log, layer }
+  return { connects, log, layer }
 }
 
 const join = (topic: string, ref: string, payload: unknown = {}) => [ref, ref, topic, "phx_join", payload] as const
@@ -304,6 +307,17 @@ describe.each(transports)("protocol over %s", (transport) => {
         req.end()
       })
       expect(status).toBe(400)
+    }))
+
+  it.scopedLive("a plain GET without an upgrade is refused and connect never runs", () =>
+    Effect.gen(function*() {
+      const { connects, server } = yield* setup()
+      const response = yield* Effect.promise(() =>
+        fetch(`http://127.0.0.1:${server.port}/socket/websocket?vsn=2.0.0&user=ada`, { headers: { connection: "close" } })
+      )
+      // The route answers 400; NodeChannelServer only takes upgrades, the app has no such route.
+      expect(response.status).toBe(transport === "server" ? 404 : 400)
+      expect(connects).toEqual([])
     }))
 
   it.scopedLive("auth token: subprotocol phoenix is selected and connect sees the decoded token", () =>
