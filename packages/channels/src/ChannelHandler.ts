@@ -102,9 +102,21 @@ export interface Hooks<R = never> extends ChannelHooks<R>, SocketHooks<R> {}
  */
 export interface Channel {
   readonly join: (conn: ChannelConn, event: ChannelEvent) => Effect.Effect<JoinResult, unknown>
-  readonly incoming: (conn: ChannelConn, event: ChannelEvent) => Effect.Effect<void, unknown>
   readonly leave: (conn: ChannelConn, reason: LeaveReason) => Effect.Effect<void, unknown>
+  /**
+   * Runs `loop`, which handles events with `incoming`, with the hooks'
+   * services provided once around it rather than once per event.
+   */
+  readonly handleEvents: <A>(loop: (incoming: Incoming) => Effect.Effect<A>) => Effect.Effect<A>
 }
+
+/**
+ * The `incoming` hook, inside {@link Channel.handleEvents}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Incoming = (conn: ChannelConn, event: ChannelEvent) => Effect.Effect<void, unknown>
 
 /**
  * The service a socket serves. Build it with {@link make} or `ChannelRouter`.
@@ -131,9 +143,11 @@ export const provideHooks = <R>(
   context: Context.Context<R>
 ): Channel => ({
   join: (conn, event) => Effect.provide(hooks.join(conn, event), context),
-  incoming: hooks.incoming
-    ? (conn, event) => Effect.provide(hooks.incoming!(conn, event), context)
-    : () => Effect.void,
+  // The hook's requirements are met by the context provided around the loop.
+  handleEvents: (loop) =>
+    hooks.incoming
+      ? Effect.provide(loop(hooks.incoming as unknown as Incoming), context)
+      : loop(() => Effect.void),
   leave: hooks.leave
     ? (conn, reason) => Effect.provide(hooks.leave!(conn, reason), context)
     : () => Effect.void

@@ -31,7 +31,7 @@ import { ChannelBroadcaster, disconnectEvent } from "../ChannelBroadcaster.js"
 import type { ChannelConn, ConnectInfo, JoinResult, LeaveReason, SocketInfo } from "../ChannelConn.js"
 import type { ChannelEvent } from "../ChannelEvent.js"
 import { InvalidPayload } from "../ChannelEvent.js"
-import type { Channel } from "../ChannelHandler.js"
+import type { Channel, Incoming } from "../ChannelHandler.js"
 import { ChannelHandler } from "../ChannelHandler.js"
 import type { Frame, Message, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
 import * as Msg from "../protocol/Message.js"
@@ -308,8 +308,8 @@ export const make = (
         terminateFromWithin(channel, "crashed")
       )
 
-    const handleIncoming = (channel: ChannelState, event: ChannelEvent): Effect.Effect<void> =>
-      channel.hooks.incoming(channel.conn, event).pipe(
+    const handleIncoming = (channel: ChannelState, incoming: Incoming, event: ChannelEvent): Effect.Effect<void> =>
+      incoming(channel.conn, event).pipe(
         Effect.catchIf(isInvalidPayload, (error) => channel.conn.reply(event, "error", error.response)),
         Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.interrupt : crash(channel, cause))
       )
@@ -339,7 +339,7 @@ export const make = (
       })
 
     const runMailbox = (channel: ChannelState) =>
-      Effect.zipRight(channel.annotate, Effect.gen(function*() {
+      Effect.zipRight(channel.annotate, channel.hooks.handleEvents((incoming) => Effect.gen(function*() {
         const { mailbox } = channel
         while (channel.ended === undefined && !channel.stopping) {
           if (channel.head === mailbox.length) {
@@ -354,9 +354,9 @@ export const make = (
           }
           const event = mailbox[channel.head]!
           mailbox[channel.head++] = undefined as unknown as ChannelEvent
-          yield* handleIncoming(channel, event)
+          yield* handleIncoming(channel, incoming, event)
         }
-      }))
+      })))
 
     const enqueue = (channel: ChannelState, event: ChannelEvent): Effect.Effect<void> => {
       if (channel.stopping) return Effect.void
