@@ -2,10 +2,12 @@
  * The connection runtime: one client connection, whatever its transport.
  *
  * The connection lives in the caller's `Scope` and fiber (the transport's):
- * `run` handles the frames received, in order, until the transport closes.
- * Each joined channel gets a child scope; the events its client pushes are
- * handled in order by a fiber of the channel, which runs while the channel
- * has work (an idle channel costs no fiber). The topic's broadcasts are
+ * `run` handles the frames received, in order, until the transport closes;
+ * frames for a channel whose fiber is running are handed to it as they
+ * arrive, when nothing is queued before them. Each joined channel gets a
+ * child scope; the events its client pushes are handled in order by a fiber
+ * of the channel, which runs while the channel has work and lingers a second
+ * for more (an idle channel costs no fiber). The topic's broadcasts are
  * written directly by the broker's fiber for the topic, through a subscriber
  * callback. Silence is detected by the broadcaster's registry, which sweeps
  * every connection's last activity (a connection costs no timer of its own).
