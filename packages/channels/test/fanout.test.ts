@@ -6,6 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import WebSocket from "ws"
 import { eventually } from "./utils/rawClient.js"
+import type { TestServer } from "./utils/server.js"
 import { startServer } from "./utils/server.js"
 
 const Lobby = ChannelHandler.layer({
@@ -43,7 +44,7 @@ const joinAll = (socketUrl: string, count: number) =>
 
 const inOrder = Array.from({ length: broadcasts }, (_, i) => i)
 
-const allReceivedInOrder = (clients: ReadonlyArray<{ readonly seen: ReadonlyArray<number> }>) =>
+const allReceivedInOrder = (server: TestServer, clients: ReadonlyArray<{ readonly seen: ReadonlyArray<number> }>) =>
   Effect.gen(function*() {
     yield* eventually(
       Effect.sync(() => clients.filter(({ seen }) => seen.length === broadcasts).length),
@@ -51,6 +52,9 @@ const allReceivedInOrder = (clients: ReadonlyArray<{ readonly seen: ReadonlyArra
       20_000
     )
     for (const { seen } of clients) expect(seen).toEqual(inOrder)
+    // No connection was dropped on the way (the outbound bound is per connection).
+    expect(yield* server.broadcaster.connected).toBe(connections)
+    expect(yield* server.broker.subscribers("room:fan")).toBe(connections)
   })
 
 describe("fan-out", () => {
@@ -60,7 +64,7 @@ describe("fan-out", () => {
       const clients = yield* joinAll(server.socketUrl, connections)
       expect(yield* server.broker.subscribers("room:fan")).toBe(connections)
       for (const n of inOrder) yield* server.broadcaster.broadcast("room:fan", "seq", { n })
-      yield* allReceivedInOrder(clients)
+      yield* allReceivedInOrder(server, clients)
     }), 60_000)
 
   it.scopedLive("1,000 connections receive 100 broadcasts pushed by one member, in order", () =>
@@ -69,6 +73,6 @@ describe("fan-out", () => {
       const clients = yield* joinAll(server.socketUrl, connections)
       const sender = clients[0]!.ws
       for (const n of inOrder) sender.send(JSON.stringify(["1", String(n + 2), "room:fan", "seq", { n }]))
-      yield* allReceivedInOrder(clients)
+      yield* allReceivedInOrder(server, clients)
     }), 60_000)
 })
