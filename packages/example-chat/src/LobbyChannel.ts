@@ -1,8 +1,9 @@
 /**
  * The chat's channel: anyone may join `rooms:lobby`, any other topic is
- * refused. A join announces `user:entered`, and a member who gives a `user`
- * is tracked in the lobby's presence under that name (the others get the
- * presence state, to see who is there); `new:msg` is
+ * refused. A join announces `user:entered`. A member who joins with a `user`
+ * parameter is tracked in the lobby's presence under that name, with
+ * `online_at` (the join time, in ms since the epoch); one without is not
+ * tracked, but gets the presence state to see who is there. `new:msg` is
  * re-broadcast to every member, the sender included; `ping` is answered with
  * its own payload.
  */

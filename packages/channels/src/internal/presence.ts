@@ -1,140 +1,138 @@
+import * as Chunk from "effect/Chunk"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
+import { Broker, Envelope } from "../Broker.js"
 import type { ChannelConn } from "../ChannelConn.js"
-import type { Diff, Meta, PresenceStore, Service, TrackedMeta } from "../Presence.js"
-import { NotTracked } from "../Presence.js"
+import type { Change, Meta, Service, TrackedMeta } from "../Presence.js"
+import { NotTracked, PresenceStore } from "../Presence.js"
+import * as Msg from "../protocol/Message.js"
 
-/** @internal */
-export const localStore = (): PresenceStore => {
-  const topics = new Map<string, Map<string, Array<TrackedMeta>>>()
-  return {
-    join: (topic, key, meta) =>
-      Effect.sync(() => {
-        let keys = topics.get(topic)
-        if (keys === undefined) topics.set(topic, keys = new Map())
-        const metas = keys.get(key)
-        if (metas === undefined) keys.set(key, [meta])
-        else metas.push(meta)
-      }),
-    leave: (topic, key, ref) =>
-      Effect.sync(() => {
-        const keys = topics.get(topic)
-        const metas = keys?.get(key)
-        const index = metas?.findIndex((meta) => meta.phx_ref === ref) ?? -1
-        if (keys === undefined || metas === undefined || index === -1) return undefined
-        const [left] = metas.splice(index, 1)
-        if (metas.length === 0) keys.delete(key)
-        if (keys.size === 0) topics.delete(topic)
-        return left
-      }),
-    list: (topic) =>
-      Effect.sync(() => {
-        const state: Record<string, { metas: ReadonlyArray<TrackedMeta> }> = {}
-        for (const [key, metas] of topics.get(topic) ?? []) state[key] = { metas: [...metas] }
-        return state
-      })
-  }
-}
-
-type Changes = { joins: Record<string, { metas: Array<TrackedMeta> }>; leaves: Record<string, { metas: Array<TrackedMeta> }> }
-
-const node = Math.random().toString(36).slice(2, 8)
+const node = Math.random().toString(36).slice(2, 10)
 let counter = 0
+/** Unique in this process, and between processes but for a one in 2^41 chance. */
 const nextRef = () => `${node}${(++counter).toString(36)}`
 
+type Grouped = Record<string, { metas: Array<TrackedMeta> }>
+
+/** The changes of a topic waiting for the end of their window, grouped as a diff. */
+interface Pending {
+  readonly joins: Grouped
+  readonly leaves: Grouped
+}
+
+/** A topic whose batcher is running; `pending` is empty right after a flush. */
+interface Batch {
+  pending: Pending | undefined
+}
+
+/** An entry a channel owns. */
+interface Entry {
+  readonly topic: string
+  readonly key: string
+  meta: TrackedMeta
+}
+
+const userMeta = ({ phx_ref: _ref, phx_ref_prev: _prev, ...meta }: TrackedMeta): Meta => meta
+
 /** @internal */
-export const make = (
-  store: PresenceStore,
-  window: Duration.Duration,
-  publish: (topic: string, diff: Diff) => Effect.Effect<void>
-): Effect.Effect<Service, never, Scope.Scope> =>
+export const make = (window: Duration.Duration) =>
   Effect.gen(function*() {
-    // Changes not yet sent, by topic; one fiber sends them a window after the first.
-    const pending = new Map<string, Changes>()
-    let wake: (() => void) | undefined
+    const store = yield* PresenceStore
+    const broker = yield* Broker
+    const batches = new Map<string, Batch>()
+    const runFork = yield* FiberSet.makeRuntime<never, void, never>()
 
-    const record = (topic: string, kind: keyof Changes, key: string, meta: TrackedMeta) => {
-      let changes = pending.get(topic)
-      if (changes === undefined) pending.set(topic, changes = { joins: {}, leaves: {} })
-      const entry = changes[kind][key] ??= { metas: [] }
-      entry.metas.push(meta)
-      wake?.()
-    }
-
-    yield* Effect.forkScoped(Effect.gen(function*() {
-      while (true) {
-        if (pending.size === 0) {
-          yield* Effect.async<void>((resume) => {
-            wake = () => {
-              wake = undefined
-              resume(Effect.void)
-            }
-            return Effect.sync(() => {
-              wake = undefined
-            })
-          })
-        }
-        yield* Effect.sleep(window)
-        const batch = [...pending]
-        pending.clear()
-        yield* Effect.forEach(batch, ([topic, diff]) => publish(topic, diff), { discard: true })
-      }
-    }))
-
-    // The ref each connection's entries have now, by topic and key.
-    const owned = new WeakMap<ChannelConn, Map<string, string>>()
-    const slot = (topic: string, key: string) => `${topic}\u0000${key}`
-
-    const leave = (topic: string, key: string, ref: string) =>
-      Effect.flatMap(store.leave(topic, key, ref), (left) =>
-        Effect.sync(() => {
-          if (left !== undefined) record(topic, "leaves", key, left)
+    /**
+     * A topic's batcher: waits a window, publishes what gathered, and goes
+     * on while changes came meanwhile. It ends, in the same step as it finds
+     * nothing pending, so a change never waits for a batcher that is gone.
+     */
+    const flush = (topic: string, batch: Batch): Effect.Effect<void> =>
+      Effect.sleep(window).pipe(
+        Effect.zipRight(Effect.suspend(() => {
+          const diff = batch.pending!
+          batch.pending = undefined
+          return broker.publish(new Envelope(Msg.broadcast(topic, "presence_diff", diff)))
+        })),
+        Effect.catchAllCause((cause) => Effect.logError("presence_diff not published", cause)),
+        Effect.zipRight(Effect.suspend(() => {
+          if (batch.pending !== undefined) return flush(topic, batch)
+          batches.delete(topic)
+          return Effect.void
         }))
-
-    const untrack: Service["untrack"] = (conn, topic, key) =>
-      Effect.suspend(() => {
-        const entries = owned.get(conn)
-        const ref = entries?.get(slot(topic, key))
-        if (ref === undefined) return Effect.void
-        entries!.delete(slot(topic, key))
-        return leave(topic, key, ref)
-      })
-
-    const join = (conn: ChannelConn, topic: string, key: string, meta: TrackedMeta) =>
-      Effect.zipRight(
-        store.join(topic, key, meta),
-        Effect.sync(() => {
-          record(topic, "joins", key, meta)
-          owned.get(conn)!.set(slot(topic, key), meta.phx_ref)
-        })
       )
 
-    const update: Service["update"] = (conn, topic, key, meta: Meta) =>
-      Effect.suspend(() => {
-        const previous = owned.get(conn)?.get(slot(topic, key))
-        if (previous === undefined) return Effect.fail(new NotTracked({ topic, key }))
-        const ref = nextRef()
-        return leave(topic, key, previous).pipe(
-          Effect.zipRight(join(conn, topic, key, { ...meta, phx_ref: ref, phx_ref_prev: previous })),
-          Effect.as(ref)
-        )
-      })
+    const record = (change: Change) => {
+      let batch = batches.get(change.topic)
+      const idle = batch === undefined
+      if (batch === undefined) batches.set(change.topic, batch = { pending: undefined })
+      // No prototype: a key such as "__proto__" is a key like any other.
+      const pending = batch.pending ??= { joins: Object.create(null), leaves: Object.create(null) }
+      const side = change._tag === "Join" ? pending.joins : pending.leaves
+      ;(side[change.key] ??= { metas: [] }).metas.push(change.meta)
+      if (idle) runFork(flush(change.topic, batch))
+    }
 
-    const track: Service["track"] = (conn, topic, key, meta) =>
-      Effect.gen(function*() {
-        let entries = owned.get(conn)
-        if (entries === undefined) owned.set(conn, entries = new Map())
-        if (entries.has(slot(topic, key))) return yield* Effect.orDie(update(conn, topic, key, meta))
-        const ref = nextRef()
-        yield* join(conn, topic, key, { ...meta, phx_ref: ref })
-        yield* Scope.addFinalizer(conn.scope, untrack(conn, topic, key))
-        if (topic === conn.topic) yield* pushState(conn)
-        return ref
+    const changes = yield* store.changes
+    yield* Effect.forkScoped(Effect.forever(Effect.map(
+      Queue.takeBetween(changes, 1, Number.MAX_SAFE_INTEGER),
+      (taken) => Chunk.forEach(taken, record)
+    )))
+
+    // What each channel tracks, by topic and key; entries go when the channel's scope closes.
+    const owned = new WeakMap<ChannelConn, Map<string, Entry>>()
+    const slot = (topic: string, key: string) => `${topic}\u0000${key}`
+
+    const untrackAll = (conn: ChannelConn) =>
+      Effect.suspend(() => {
+        const entries = owned.get(conn)
+        owned.delete(conn)
+        return entries === undefined ? Effect.void : Effect.forEach(
+          entries.values(),
+          (entry) => store.untrack(entry.topic, entry.key, entry.meta.phx_ref),
+          { discard: true }
+        )
       })
 
     const pushState: Service["pushState"] = (conn) =>
       Effect.flatMap(store.list(conn.topic), (state) => conn.push("presence_state", state))
 
-    return { track, update, untrack, pushState, list: store.list } satisfies Service
+    const update: Service["update"] = (conn, topic, key, meta) =>
+      Effect.suspend(() => {
+        const entry = owned.get(conn)?.get(slot(topic, key))
+        if (entry === undefined) return Effect.fail(new NotTracked({ topic, key }))
+        const previous = entry.meta.phx_ref
+        const next = typeof meta === "function" ? meta(userMeta(entry.meta)) : meta
+        entry.meta = { ...next, phx_ref: nextRef(), phx_ref_prev: previous }
+        return Effect.as(store.update(topic, key, previous, entry.meta), entry.meta.phx_ref)
+      }).pipe(Effect.uninterruptible)
+
+    const track: Service["track"] = (conn, topic, key, meta) =>
+      Effect.gen(function*() {
+        let entries = owned.get(conn)
+        const first = entries === undefined
+        if (entries === undefined) owned.set(conn, entries = new Map())
+        if (entries.has(slot(topic, key))) return yield* Effect.orDie(update(conn, topic, key, meta))
+        const tracked: TrackedMeta = { ...meta, phx_ref: nextRef() }
+        entries.set(slot(topic, key), { topic, key, meta: tracked })
+        yield* store.track(topic, key, tracked)
+        // After the entry is in: on a scope already closed, the finalizer runs at once.
+        if (first) yield* Scope.addFinalizer(conn.scope, untrackAll(conn))
+        if (topic === conn.topic) yield* pushState(conn)
+        return tracked.phx_ref
+      }).pipe(Effect.uninterruptible)
+
+    const untrack: Service["untrack"] = (conn, topic, key) =>
+      Effect.suspend(() => {
+        const entries = owned.get(conn)
+        const entry = entries?.get(slot(topic, key))
+        if (entry === undefined) return Effect.void
+        entries!.delete(slot(topic, key))
+        return store.untrack(topic, key, entry.meta.phx_ref)
+      }).pipe(Effect.uninterruptible)
+
+    return { track, update, untrack, list: store.list, pushState } satisfies Service
   })

@@ -441,6 +441,12 @@ export const make = (
           ended: undefined
         }
         channel.conn = makeConn(channel)
+        // Subscribed before `join` runs, so that every broadcast published after
+        // the hook read something (a presence state) reaches the client, after
+        // the pushes made during `join`. Unsubscribed first when the channel ends.
+        const deliver = deliverTo(channel)
+        const subscription = yield* Scope.fork(channelScope, ExecutionStrategy.sequential)
+        yield* Scope.extend(broker.subscribe(topic, deliver), subscription)
         const exit = yield* Effect.exit(hooks.join(channel.conn, toEvent(message)))
         if (Exit.isFailure(exit) || exit.value._tag === "Refuse") {
           channel.ended = "left"
@@ -463,12 +469,11 @@ export const make = (
             Effect.catchAllCause((cause) => Effect.logError("leave failed", cause))
           )
         )
-        const deliver = deliverTo(channel)
-        yield* Scope.extend(broker.subscribe(topic, deliver), channelScope)
+        yield* Scope.addFinalizer(channelScope, Scope.close(subscription, Exit.void))
         yield* send(Msg.reply(message.joinRef, message.ref, topic, "ok", response))
+        while (channel.held.length > 0) yield* Effect.all(channel.held.splice(0), { discard: true })
         channel.joined = true
         if (channel.early.length > 0) deliver(channel.early.splice(0))
-        yield* Effect.all(channel.held.splice(0), { discard: true })
       }).pipe(Effect.annotateLogs("topic", message.topic))
 
     // Frames
