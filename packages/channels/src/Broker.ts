@@ -4,12 +4,18 @@
  * in this process: created on first subscribe, shut down on last unsubscribe.
  * A broker that spans processes (Redis) implements the same interface.
  *
- * Subscribers are synchronous callbacks, called in publication order by one
- * fiber per topic: a broadcast to N connections costs one fiber wake-up and N
- * direct writes, not N fiber wake-ups. Broadcasts published while the fiber
- * was busy reach each subscriber as one batch, which a connection writes in
- * one system call. A subscriber must not block; a connection writes to its
- * transport's buffer, whose bound it checks.
+ * Subscribers are objects with a synchronous `deliver`, called in publication
+ * order by one fiber per topic: a broadcast to N connections costs one fiber
+ * wake-up and N direct writes, not N fiber wake-ups. Broadcasts published
+ * while the fiber was busy reach each subscriber as one batch, which a
+ * connection writes in one system call. A subscriber must not block; a
+ * connection writes to its transport's buffer, whose bound it checks.
+ *
+ * A subscription costs its topic one set entry: the subscriber is its own
+ * handle, given back to `unsubscribe`, so that an idle channel holds no
+ * closure or scope of the broker's. Whoever subscribes owns the subscription
+ * and ends it (the connection runtime does, when a channel ends);
+ * `subscribeScoped` ties it to a scope instead.
  *
  * A broadcast travels as an {@link Envelope}, which encodes its message once
  * per serializer however many subscribers write it (Phoenix's "fastlane").
@@ -17,7 +23,7 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
 import type * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Queue from "effect/Queue"
@@ -50,13 +56,15 @@ export class Envelope {
 }
 
 /**
- * Receives the envelopes of a topic, in order, in batches. Called
- * synchronously: it must not block or throw.
+ * Receives the envelopes of a topic, in order, in batches. `deliver` is
+ * called synchronously: it must not block or throw.
  *
  * @since 0.1.0
  * @category models
  */
-export type Subscriber = (envelopes: ReadonlyArray<Envelope>) => void
+export interface Subscriber {
+  readonly deliver: (envelopes: ReadonlyArray<Envelope>) => void
+}
 
 /**
  * @since 0.1.0
@@ -65,8 +73,10 @@ export type Subscriber = (envelopes: ReadonlyArray<Envelope>) => void
 export interface Service {
   /** Delivers an envelope to every subscriber of its topic. */
   readonly publish: (envelope: Envelope) => Effect.Effect<void>
-  /** Subscribes to a topic for the life of the scope. */
-  readonly subscribe: (topic: string, subscriber: Subscriber) => Effect.Effect<void, never, Scope.Scope>
+  /** Subscribes to a topic until {@link Service.unsubscribe}; subscribing twice is once. */
+  readonly subscribe: (topic: string, subscriber: Subscriber) => Effect.Effect<void>
+  /** Ends a subscription; nothing if there is none. */
+  readonly unsubscribe: (topic: string, subscriber: Subscriber) => Effect.Effect<void>
   /** How many subscribers this process has on a topic. */
   readonly subscribers: (topic: string) => Effect.Effect<number>
   /** Subscribes, for the life of the scope, to every envelope published through this process. */
@@ -78,6 +88,19 @@ export interface Service {
  * @category tags
  */
 export class Broker extends Context.Tag("@effect-channels/Broker")<Broker, Service>() {}
+
+/**
+ * Subscribes to a topic for the life of the scope.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const subscribeScoped = (
+  broker: Service,
+  topic: string,
+  subscriber: Subscriber
+): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.acquireRelease(broker.subscribe(topic, subscriber), () => broker.unsubscribe(topic, subscriber))
 
 /**
  * A broker local to this process, with one unbounded `PubSub` per topic.

@@ -46,25 +46,27 @@ export interface Service {
   /** Every broadcast sent through this process. */
   readonly broadcasts: Stream.Stream<Broadcast>
   /**
-   * Registers a connection for the life of the scope: it is counted as
+   * Registers a connection until {@link Service.unregister}: it is counted as
    * connected, and expired once silent for its heartbeat timeout (used by the
-   * connection runtime).
+   * connection runtime, which unregisters as its scope closes).
    */
-  readonly register: (registration: Registration) => Effect.Effect<void, never, Scope.Scope>
+  readonly register: (registration: Registration) => Effect.Effect<void>
+  readonly unregister: (registration: Registration) => Effect.Effect<void>
 }
 
 /**
- * A connection as the broadcaster tracks it.
+ * A connection as the broadcaster tracks it (methods, so that a connection
+ * can be its own registration).
  *
  * @since 0.1.0
  * @category models
  */
 export interface Registration {
   /** When the connection last received a message, in `Clock` milliseconds. */
-  readonly lastActivity: () => number
+  lastActivity(): number
   readonly heartbeatMillis: number
   /** Closes the connection for silence; may be called more than once. */
-  readonly expire: () => void
+  expire(): void
 }
 
 /**
@@ -90,7 +92,8 @@ export const make: Effect.Effect<Service, never, Broker | Scope.Scope> = Effect.
     disconnect: (id) => broker.publish(new Envelope(Message.broadcast(id, disconnectEvent, {}))),
     broadcasts: Stream.unwrapScoped(Effect.map(broker.published, (envelopes) =>
       Stream.map(Stream.fromQueue(envelopes), (envelope) => envelope.message))),
-    register: registry.register
+    register: registry.register,
+    unregister: registry.unregister
   }
 })
 

@@ -218,9 +218,36 @@ export const admit = (
 const forbidden = { status: 403 as const }
 
 /**
+ * Opens an admitted connection over an upgraded socket: its resources go to
+ * `scope`, and it listens to the socket. Its `run` handles the frames until
+ * the socket closes.
+ *
+ * @internal
+ */
+export const open = (
+  scope: Scope.Scope,
+  socket: WebSocket.UpgradedSocket,
+  admitted: Admitted,
+  options: Connection.Options
+): Effect.Effect<Connection.Connection, never, ChannelHandler | Broker | ChannelBroadcaster> =>
+  Scope.extend(
+    Effect.tap(
+      Connection.make({
+        transport: socket.transport,
+        serializer: admitted.serializer,
+        connectInfo: admitted.connectInfo,
+        id: admitted.connected.id,
+        assigns: admitted.connected.assigns ?? {},
+        options
+      }),
+      (connection) => socket.listen(connection)
+    ),
+    scope
+  )
+
+/**
  * Runs an admitted connection over an upgraded socket until the socket
- * closes, in the caller's fiber; its resources go to `scope`. Only the setup
- * runs inside the scope: the long wait for frames holds no frame of it.
+ * closes, in the caller's fiber; its resources go to `scope`.
  *
  * @internal
  */
@@ -230,23 +257,7 @@ export const serve = (
   admitted: Admitted,
   options: Connection.Options
 ): Effect.Effect<void, never, ChannelHandler | Broker | ChannelBroadcaster> =>
-  Effect.flatMap(
-    Scope.extend(
-      Effect.tap(
-        Connection.make({
-          transport: socket.transport,
-          serializer: admitted.serializer,
-          connectInfo: admitted.connectInfo,
-          id: admitted.connected.id,
-          assigns: admitted.connected.assigns ?? {},
-          options
-        }),
-        (connection) => socket.listen({ onFrame: connection.receive, onClose: connection.transportClosed })
-      ),
-      scope
-    ),
-    (connection) => connection.run
-  )
+  Effect.flatMap(open(scope, socket, admitted, options), (connection) => connection.run)
 
 /** A refused upgrade: the connection is not reused, as the client would wait on it. */
 const refusal = (status: number) => HttpServerResponse.empty({ status, headers: Headers.fromInput({ connection: "close" }) })

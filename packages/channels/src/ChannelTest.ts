@@ -333,11 +333,11 @@ export const connect = (
           bufferedAmount: () => 0,
           close: (code, reason) => {
             Deferred.unsafeDone(end, Exit.succeed({ code, reason }))
-            connection.transportClosed()
+            connection.onClose()
           },
           abort: () => {
             Deferred.unsafeDone(end, Exit.succeed({ code: 1006, reason: "aborted" }))
-            connection.transportClosed()
+            connection.onClose()
           }
         },
         serializer: Serializer.V2,
@@ -367,7 +367,7 @@ export const connect = (
 const send = (socket: TestSocket, topic: string, event: string, payload: Payload, joinRef: string | null) =>
   Effect.sync(() => {
     const ref = String(++socket.nextRef)
-    socket.connection.receive(ClientCodec.encode({ joinRef: joinRef ?? ref, ref, topic, event, payload }))
+    socket.connection.onFrame(ClientCodec.encode({ joinRef: joinRef ?? ref, ref, topic, event, payload }))
     return ref
   })
 
@@ -439,7 +439,7 @@ export const close = (socket: TestSocket): Effect.Effect<void> =>
   Effect.zipRight(
     Effect.sync(() => {
       Deferred.unsafeDone(socket.end, Exit.succeed({ code: 1000, reason: "closed by the client" }))
-      socket.connection.transportClosed()
+      socket.connection.onClose()
     }),
     Fiber.await(socket.fiber)
   )

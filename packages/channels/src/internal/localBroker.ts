@@ -1,61 +1,98 @@
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as RcMap from "effect/RcMap"
+import * as Scope from "effect/Scope"
 import type { Envelope, Service, Subscriber } from "../Broker.js"
 
 /**
  * A topic: its `PubSub`, and one fiber that takes what is published, in
  * order, and hands it to the local subscribers.
  */
+interface Topic {
+  readonly pubsub: PubSub.PubSub<Envelope>
+  readonly subscribers: Set<Subscriber>
+}
+
 const makeTopic = Effect.gen(function*() {
   const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<Envelope>(), PubSub.shutdown)
   const subscription = yield* PubSub.subscribe(pubsub)
   const subscribers = new Set<Subscriber>()
-  yield* Effect.forkScoped(Effect.forever(Effect.map(
+  // Interruptible, though made inside `subscribe`'s uninterruptible region:
+  // the topic's scope interrupts it when the last subscriber leaves.
+  yield* Effect.forkScoped(Effect.interruptible(Effect.forever(Effect.map(
     Queue.takeBetween(subscription, 1, Number.MAX_SAFE_INTEGER),
     (envelopes) => {
       const batch = Chunk.toReadonlyArray(envelopes)
-      for (const subscriber of subscribers) subscriber(batch)
+      for (const subscriber of subscribers) {
+        try {
+          subscriber.deliver(batch)
+        } catch {
+          // A subscriber must not throw; one that does misses this batch, its neighbours do not.
+        }
+      }
     }
-  )))
-  return { pubsub, subscribers }
+  ))))
+  return { pubsub, subscribers } satisfies Topic
 })
+
+/** A topic with subscribers, and the scope of its `RcMap` lease, closed when the last one leaves. */
+interface Live {
+  readonly topic: Topic
+  readonly lease: Scope.CloseableScope
+}
 
 /** @internal */
 export const make = Effect.gen(function*() {
+  // The `RcMap` makes each topic once, however many subscribe at the same
+  // time; one lease per topic holds it while it has subscribers, so that a
+  // subscription is a set entry, not an acquisition of its own.
   const topics = yield* RcMap.make({ lookup: (_topic: string) => makeTopic })
-  const counts = new Map<string, number>()
+  const live = new Map<string, Live>()
   const all = yield* Effect.acquireRelease(PubSub.unbounded<Envelope>(), PubSub.shutdown)
+
+  const lease = (name: string, subscriber: Subscriber) =>
+    Effect.flatMap(Scope.make(), (scope) =>
+      Effect.flatMap(Scope.extend(RcMap.get(topics, name), scope), (topic) =>
+        Effect.suspend(() => {
+          const current = live.get(name)
+          if (current !== undefined) {
+            // Another subscriber made the topic live meanwhile: join it, give the lease back.
+            current.topic.subscribers.add(subscriber)
+            return Scope.close(scope, Exit.void)
+          }
+          topic.subscribers.add(subscriber)
+          live.set(name, { topic, lease: scope })
+          return Effect.void
+        })))
 
   const service: Service = {
     publish: (envelope) =>
       Effect.zipRight(
         PubSub.publish(all, envelope),
-        Effect.suspend(() =>
-          counts.has(envelope.message.topic)
-            ? Effect.scoped(Effect.flatMap(RcMap.get(topics, envelope.message.topic), (topic) =>
-              PubSub.publish(topic.pubsub, envelope)))
-            : Effect.void
-        )
+        Effect.suspend(() => {
+          const current = live.get(envelope.message.topic)
+          return current === undefined ? Effect.void : PubSub.publish(current.topic.pubsub, envelope)
+        })
       ),
-    subscribe: (topic, subscriber) =>
-      Effect.flatMap(RcMap.get(topics, topic), ({ subscribers }) =>
-        Effect.acquireRelease(
-          Effect.sync(() => {
-            subscribers.add(subscriber)
-            counts.set(topic, (counts.get(topic) ?? 0) + 1)
-          }),
-          () =>
-            Effect.sync(() => {
-              subscribers.delete(subscriber)
-              const left = counts.get(topic)! - 1
-              if (left === 0) counts.delete(topic)
-              else counts.set(topic, left)
-            })
-        )),
-    subscribers: (topic) => Effect.sync(() => counts.get(topic) ?? 0),
+    subscribe: (name, subscriber) =>
+      Effect.uninterruptible(Effect.suspend(() => {
+        const current = live.get(name)
+        if (current === undefined) return lease(name, subscriber)
+        current.topic.subscribers.add(subscriber)
+        return Effect.void
+      })),
+    unsubscribe: (name, subscriber) =>
+      Effect.suspend(() => {
+        const current = live.get(name)
+        if (current === undefined || !current.topic.subscribers.delete(subscriber)) return Effect.void
+        if (current.topic.subscribers.size > 0) return Effect.void
+        live.delete(name)
+        return Scope.close(current.lease, Exit.void)
+      }),
+    subscribers: (name) => Effect.sync(() => live.get(name)?.topic.subscribers.size ?? 0),
     published: PubSub.subscribe(all)
   }
   return service

@@ -1,6 +1,5 @@
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
-import * as Scope from "effect/Scope"
 import type { Registration } from "../ChannelBroadcaster.js"
 
 /**
@@ -43,13 +42,14 @@ export const make = Effect.gen(function*() {
 
   return {
     size: () => registrations.size,
-    register: (registration: Registration): Effect.Effect<void, never, Scope.Scope> =>
-      Effect.acquireRelease(
-        Effect.sync(() => {
-          registrations.add(registration)
-          wakeSweeper?.()
-        }),
-        () => Effect.sync(() => registrations.delete(registration))
-      )
+    register: (registration: Registration): Effect.Effect<void> =>
+      Effect.sync(() => {
+        registrations.add(registration)
+        wakeSweeper?.()
+      }),
+    unregister: (registration: Registration): Effect.Effect<void> =>
+      Effect.sync(() => {
+        registrations.delete(registration)
+      })
   }
 })

@@ -4,31 +4,44 @@
  * The connection lives in the caller's `Scope` and fiber (the transport's):
  * `run` handles the frames received, in order, until the transport closes;
  * frames for a channel whose fiber is running are handed to it as they
- * arrive, when nothing is queued before them. Each joined channel gets a
- * child scope; the events its client pushes are handled in order by a fiber
- * of the channel, which runs while the channel has work and lingers a second
- * for more (an idle channel costs no fiber). The topic's broadcasts are
- * written directly by the broker's fiber for the topic, through a subscriber
- * callback. Silence is detected by the broadcaster's registry, which sweeps
- * every connection's last activity (a connection costs no timer of its own).
- * Closing a channel's scope runs its `leave` hook; closing the connection's
- * scope closes every channel, then runs `disconnect`, whatever ended the
- * connection.
+ * arrive, when nothing is queued before them. The events a channel's client
+ * pushes are handled in order by a fiber of the channel, forked into the
+ * connection's scope, which runs while the channel has work and lingers a
+ * second for more (an idle channel costs no fiber). The topic's broadcasts
+ * are written directly by the broker's fiber for the topic: the channel is
+ * the topic's subscriber. Silence is detected by the broadcaster's registry,
+ * which sweeps every connection's last activity (a connection costs no timer
+ * of its own).
+ *
+ * The connection adds one finalizer to its scope, which ends every channel
+ * (`leave` runs), closes the transport and runs `disconnect`, whatever ended
+ * the connection. A channel ends the same way, without its connection: its
+ * fiber is interrupted, it unsubscribes, `leave` runs, and its `scope` (made
+ * when a handler first asks for it) is closed.
+ *
+ * What an idle connection holds is what the benchmark's memory figure
+ * counts: the connection, its socket info, one object per channel (its
+ * handle, its state and its subscription at once), one set entry per topic,
+ * and a parked fiber. Mailboxes, held pushes and channel scopes are made
+ * when needed; logs are annotated around the work that logs rather than for
+ * the life of the fiber.
  *
  * @internal
  */
 import * as Cause from "effect/Cause"
-import * as Clock from "effect/Clock"
+import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as HashMap from "effect/HashMap"
-import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
+import type { Subscriber } from "../Broker.js"
 import { Broker, Envelope } from "../Broker.js"
+import type { Registration } from "../ChannelBroadcaster.js"
 import { ChannelBroadcaster, disconnectEvent } from "../ChannelBroadcaster.js"
 import type { ChannelConn, ConnectInfo, JoinResult, LeaveReason, SocketInfo } from "../ChannelConn.js"
 import type { ChannelEvent } from "../ChannelEvent.js"
@@ -38,7 +51,7 @@ import { ChannelHandler } from "../ChannelHandler.js"
 import type { Frame, Message, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
 import * as Msg from "../protocol/Message.js"
 import type { MalformedMessage, Serializer } from "../protocol/Serializer.js"
-import type { Transport } from "../transport/Transport.js"
+import type { Listener, Transport } from "../transport/Transport.js"
 import { CloseCode } from "../transport/Transport.js"
 
 /** @internal */
@@ -60,109 +73,18 @@ export interface Params {
   readonly options: Options
 }
 
-/** @internal */
-export interface Connection {
+/**
+ * A connection: the transport tells it each frame received and its close
+ * (it is the transport's {@link Listener}), and `run` handles them.
+ *
+ * @internal
+ */
+export interface Connection extends Listener {
   /** A unique id of this connection (not the socket id, which several connections may share). */
   readonly id: string
   readonly socket: SocketInfo
-  /** Hands a frame received from the client to the connection, in order. */
-  readonly receive: (frame: Frame) => void
-  /** Tells the connection that its transport has closed. */
-  readonly transportClosed: () => void
   /** Handles received frames until the transport has closed. */
   readonly run: Effect.Effect<void>
-}
-
-interface ChannelState {
-  readonly topic: string
-  readonly joinRef: string
-  readonly hooks: Channel
-  readonly scope: Scope.CloseableScope
-  /** Events to handle, from `head` on: an array, not a queue with O(n) shift. */
-  readonly mailbox: Array<ChannelEvent>
-  head: number
-  /** Annotates the logs of the channel's fiber with its topic (the fiber is the channel's: no need to restore). */
-  readonly annotate: Effect.Effect<void>
-  readonly assigns: Record<string, unknown>
-  readonly held: Array<Effect.Effect<void>>
-  readonly early: Array<Envelope>
-  conn: ChannelConn
-  joined: boolean
-  running: boolean
-  /** Set when the channel's own fiber ends it: it takes no further event. */
-  stopping: boolean
-  /** Wakes the channel's fiber while it lingers for the next event. */
-  wake: (() => void) | undefined
-  ended: LeaveReason | undefined
-}
-
-/** What the handles of a connection's channels share. */
-interface ConnOps {
-  readonly socket: SocketInfo
-  readonly connectionId: string
-  readonly send: (message: Outbound) => Effect.Effect<void>
-  readonly whenJoined: (channel: ChannelState, effect: Effect.Effect<void>) => Effect.Effect<void>
-  readonly terminateFromWithin: (channel: ChannelState, reason: LeaveReason) => Effect.Effect<void>
-  readonly publish: (envelope: Envelope) => Effect.Effect<void>
-}
-
-/** A channel's handle: methods on the prototype, so that a channel costs two objects, not a dozen closures. */
-class ChannelConnImpl implements ChannelConn {
-  constructor(private readonly channel: ChannelState, private readonly ops: ConnOps) {}
-  get topic() {
-    return this.channel.topic
-  }
-  get joinRef() {
-    return this.channel.joinRef
-  }
-  get socket() {
-    return this.ops.socket
-  }
-  get scope(): Scope.Scope {
-    return this.channel.scope
-  }
-  allowJoin(response: Payload = {}): JoinResult {
-    return { _tag: "Allow", response }
-  }
-  refuseJoin(reason: Payload): JoinResult {
-    return { _tag: "Refuse", reason }
-  }
-  reply(event: ChannelEvent, status: ReplyStatus, response: Payload = {}) {
-    const { channel } = this
-    return event.ref === null || channel.ended !== undefined
-      ? Effect.void
-      : this.ops.send(Msg.reply(channel.joinRef, event.ref, channel.topic, status, response))
-  }
-  push(event: string, payload: Payload = {}) {
-    const { channel } = this
-    return this.ops.whenJoined(channel, this.ops.send(Msg.push(channel.joinRef, channel.topic, event, payload)))
-  }
-  broadcast(event: string, payload: Payload = {}) {
-    return this.ops.whenJoined(
-      this.channel,
-      this.ops.publish(new Envelope(Msg.broadcast(this.channel.topic, event, payload)))
-    )
-  }
-  broadcastFrom(event: string, payload: Payload = {}) {
-    return this.ops.whenJoined(
-      this.channel,
-      this.ops.publish(new Envelope(Msg.broadcast(this.channel.topic, event, payload), this.ops.connectionId))
-    )
-  }
-  get leave() {
-    const { channel } = this
-    return Effect.suspend(() =>
-      channel.joined && channel.ended === undefined ? this.ops.terminateFromWithin(channel, "closed") : Effect.void
-    )
-  }
-  get assigns() {
-    return Effect.sync(() => this.channel.assigns)
-  }
-  assign(key: string, value: unknown) {
-    return Effect.sync(() => {
-      this.channel.assigns[key] = value
-    })
-  }
 }
 
 const node = Math.random().toString(36).slice(2, 10)
@@ -201,408 +123,630 @@ const toEvent = (message: Message): ChannelEvent => ({
 
 const isInvalidPayload = (u: unknown): u is InvalidPayload => u instanceof InvalidPayload
 
+const emptyAssigns: Readonly<Record<string, unknown>> = Object.freeze({})
+
+/** The socket as hooks see it; its assigns are copied on the first `assign`. */
+class SocketInfoImpl implements SocketInfo {
+  private owned = false
+  constructor(
+    readonly id: Option.Option<string>,
+    readonly connectInfo: ConnectInfo,
+    public assigns: Record<string, unknown>
+  ) {}
+  assign(key: string, value: unknown) {
+    return Effect.sync(() => {
+      if (!this.owned) {
+        this.assigns = { ...this.assigns }
+        this.owned = true
+      }
+      this.assigns[key] = value
+    })
+  }
+}
+
+/**
+ * A joined (or joining) channel: the handle its hooks receive, its state, and
+ * its subscription to the topic at once.
+ */
+class ChannelImpl implements ChannelConn, Subscriber {
+  /** Events to handle, from `head` on: an array, not a queue with O(n) shift; made on the first event. */
+  mailbox: Array<ChannelEvent | undefined> | undefined = undefined
+  head = 0
+  /** Pushes and broadcasts made during `join`, sent after its reply. */
+  held: Array<Effect.Effect<void>> | undefined = undefined
+  /** Broadcasts received before the join reply is out. */
+  early: Array<Envelope> | undefined = undefined
+  ownAssigns: Record<string, unknown> | undefined = undefined
+  ownScope: Scope.CloseableScope | undefined = undefined
+  /** The fiber handling the mailbox, while it runs or lingers. */
+  fiber: Fiber.RuntimeFiber<void> | undefined = undefined
+  /** Wakes the channel's fiber while it lingers for the next event. */
+  wake: (() => void) | undefined = undefined
+  ended: LeaveReason | undefined = undefined
+  /** The join was allowed: `leave` runs when the channel ends. */
+  allowed = false
+  /** The join reply is out: pushes and broadcasts go straight to the client. */
+  joined = false
+  running = false
+  /** Set when the channel's own fiber ends it: it takes no further event. */
+  stopping = false
+
+  constructor(
+    readonly connection: ConnectionImpl,
+    readonly topic: string,
+    readonly joinRef: string,
+    readonly hooks: Channel
+  ) {}
+
+  get socket(): SocketInfo {
+    return this.connection.socket
+  }
+  get scope(): Scope.Scope {
+    // Made on first use: most channels never ask. Closed when the channel ends.
+    return this.ownScope ??= Effect.runSync(Scope.make())
+  }
+  allowJoin(response: Payload = {}): JoinResult {
+    return { _tag: "Allow", response }
+  }
+  refuseJoin(reason: Payload): JoinResult {
+    return { _tag: "Refuse", reason }
+  }
+  reply(event: ChannelEvent, status: ReplyStatus, response: Payload = {}) {
+    return event.ref === null || this.ended !== undefined
+      ? Effect.void
+      : this.connection.send(Msg.reply(this.joinRef, event.ref, this.topic, status, response))
+  }
+  push(event: string, payload: Payload = {}) {
+    return this.whenJoined(this.connection.send(Msg.push(this.joinRef, this.topic, event, payload)))
+  }
+  broadcast(event: string, payload: Payload = {}) {
+    return this.whenJoined(this.connection.broker.publish(new Envelope(Msg.broadcast(this.topic, event, payload))))
+  }
+  broadcastFrom(event: string, payload: Payload = {}) {
+    return this.whenJoined(
+      this.connection.broker.publish(new Envelope(Msg.broadcast(this.topic, event, payload), this.connection.id))
+    )
+  }
+  get leave() {
+    return Effect.suspend(() =>
+      this.joined && this.ended === undefined ? this.connection.terminateFromWithin(this, "closed") : Effect.void
+    )
+  }
+  get assigns() {
+    return Effect.sync((): Readonly<Record<string, unknown>> => this.ownAssigns ?? emptyAssigns)
+  }
+  assign(key: string, value: unknown) {
+    return Effect.sync(() => {
+      ;(this.ownAssigns ??= {})[key] = value
+    })
+  }
+
+  /** Runs `effect` now if the join reply is out, after it if `join` is running, never once ended. */
+  whenJoined(effect: Effect.Effect<void>): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.ended !== undefined) return Effect.void
+      if (this.joined) return effect
+      ;(this.held ??= []).push(effect)
+      return Effect.void
+    })
+  }
+
+  /** Writes the topic's broadcasts; until the join reply is out, holds them back. */
+  deliver(envelopes: ReadonlyArray<Envelope>): void {
+    if (this.ended !== undefined) return
+    if (!this.joined) {
+      const early = this.early ??= []
+      for (const envelope of envelopes) early.push(envelope)
+      return
+    }
+    this.connection.writeBroadcasts(envelopes)
+  }
+
+  /** Annotates the logs of the channel's own fiber, for good: the fiber is the channel's. */
+  get annotate(): Effect.Effect<void> {
+    return FiberRef.update(
+      FiberRef.currentLogAnnotations,
+      (annotations) => HashMap.set(HashMap.set(annotations, "socket_id", this.connection.logId), "topic", this.topic)
+    )
+  }
+}
+
+class ConnectionImpl implements Connection, Registration {
+  readonly id = `${node}.${++counter}`
+  readonly socket: SocketInfoImpl
+  readonly transport: Transport
+  readonly serializer: Serializer
+  readonly options: Options
+  readonly heartbeatMillis: number
+  readonly channels = new Map<string, ChannelImpl>()
+  /** Frames received and not handled yet; made when a frame has to wait. */
+  inbox: Array<Decoded> | undefined = undefined
+  transportOpen = true
+  /** Wakes the connection's fiber while it waits for frames. */
+  wakeRun: (() => void) | undefined = undefined
+  lastReceived: number
+  closed = false
+  socketSubscriber: SocketIdSubscriber | undefined = undefined
+
+  constructor(
+    params: Params,
+    readonly handler: ChannelHandler["Type"],
+    readonly broker: Broker["Type"],
+    readonly broadcaster: ChannelBroadcaster["Type"],
+    readonly scope: Scope.Scope,
+    readonly clock: Clock.Clock
+  ) {
+    this.transport = params.transport
+    this.serializer = params.serializer
+    this.options = params.options
+    this.heartbeatMillis = Duration.toMillis(params.options.heartbeatTimeout)
+    this.lastReceived = clock.unsafeCurrentTimeMillis()
+    const assigns = params.assigns as Record<string, unknown>
+    this.socket = new SocketInfoImpl(
+      Option.fromNullable(params.id),
+      params.connectInfo,
+      Object.keys(assigns).length === 0 ? emptyAssigns as Record<string, unknown> : assigns
+    )
+  }
+
+  /** The socket id in logs: `socket_id` is annotated around the work that may log. */
+  get logId(): string | null {
+    return Option.getOrNull(this.socket.id)
+  }
+
+  // Writing
+
+  close(code: number, reason: string): void {
+    if (this.closed) return
+    this.closed = true
+    this.transport.close(code, reason)
+  }
+
+  /** Drops a client that does not read: its close frame would wait behind what it does not read. */
+  dropSlowClient(): void {
+    if (this.closed) return
+    this.closed = true
+    this.transport.abort()
+  }
+
+  /** Whether the client takes what is written: past the bound, it is disconnected. */
+  writable(): boolean {
+    if (this.closed) return false
+    if (this.transport.bufferedAmount() <= this.options.outboundBufferLimit) return true
+    this.dropSlowClient()
+    return false
+  }
+
+  write(frame: Frame): void {
+    if (this.writable()) this.transport.send(frame)
+  }
+
+  send(message: Outbound): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const frame = this.serializer.encode(message)
+      if (Either.isLeft(frame)) return Effect.logWarning("message dropped", frame.left.reason)
+      this.write(frame.right)
+      return Effect.void
+    })
+  }
+
+  sendError(message: Message, joinRef: string | null, reason: Payload): Effect.Effect<void> {
+    return this.send(Msg.reply(joinRef, message.ref, message.topic, "error", reason))
+  }
+
+  /** Writes a topic's broadcasts, but those this connection sent with `broadcastFrom`. */
+  writeBroadcasts(envelopes: ReadonlyArray<Envelope>): void {
+    if (!this.writable()) return
+    const { id, serializer, transport } = this
+    if (envelopes.length === 1) {
+      const envelope = envelopes[0]!
+      if (envelope.except === id) return
+      const frame = envelope.frame(serializer)
+      if (Either.isRight(frame)) transport.send(frame.right)
+      return
+    }
+    // Within the bound: past it, what fits is written and the client dropped.
+    const room = this.options.outboundBufferLimit - transport.bufferedAmount()
+    const frames: Array<Frame> = []
+    let size = 0
+    for (const envelope of envelopes) {
+      if (envelope.except === id) continue
+      const frame = envelope.frame(serializer)
+      if (Either.isLeft(frame)) continue
+      size += frameSize(frame.right)
+      if (size > room && frames.length > 0) {
+        transport.sendAll(frames)
+        return this.dropSlowClient()
+      }
+      frames.push(frame.right)
+    }
+    transport.sendAll(frames)
+  }
+
+  // Channels
+
+  /**
+   * Ends a channel's work, uninterruptibly, so that `leave` runs once:
+   * interrupts its fiber, unsubscribes, runs `leave` for an allowed join and
+   * closes its scope.
+   */
+  release(channel: ChannelImpl): Effect.Effect<void> {
+    return Effect.uninterruptible(Effect.suspend(() => {
+      const steps: Array<Effect.Effect<void>> = []
+      const fiber = channel.fiber
+      channel.fiber = undefined
+      channel.wake = undefined
+      if (fiber !== undefined) steps.push(Effect.asVoid(Fiber.interrupt(fiber)))
+      steps.push(this.broker.unsubscribe(channel.topic, channel))
+      if (channel.allowed) {
+        steps.push(
+          Effect.suspend(() => channel.hooks.leave(channel, channel.ended ?? "disconnected")).pipe(
+            Effect.catchAllCause((cause) => Effect.logError("leave failed", cause)),
+            Effect.annotateLogs("topic", channel.topic)
+          )
+        )
+      }
+      steps.push(Effect.suspend(() => channel.ownScope === undefined ? Effect.void : Scope.close(channel.ownScope, Exit.void)))
+      return Effect.all(steps, { discard: true })
+    }))
+  }
+
+  /** Ends a channel and tells its client: `phx_close`, or `phx_error` for a crash. */
+  terminate(channel: ChannelImpl, reason: LeaveReason): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (channel.ended !== undefined) return Effect.void
+      channel.ended = reason
+      if (this.channels.get(channel.topic) === channel) this.channels.delete(channel.topic)
+      const notice = reason === "crashed"
+        ? Msg.push(channel.joinRef, channel.topic, Msg.Events.error, { reason: "channel_crash" }, channel.joinRef)
+        : Msg.push(channel.joinRef, channel.topic, Msg.Events.close, {}, channel.joinRef)
+      return Effect.zipRight(this.release(channel), this.send(notice))
+    })
+  }
+
+  /** Terminates a channel from one of its own fibers, which the termination interrupts. */
+  terminateFromWithin(channel: ChannelImpl, reason: LeaveReason): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      // The channel takes no further event from now on, though it ends in another fiber.
+      channel.stopping = true
+      return Effect.asVoid(Effect.forkIn(this.terminate(channel, reason), this.scope))
+    })
+  }
+
+  handleIncoming(channel: ChannelImpl, incoming: Incoming, event: ChannelEvent): Effect.Effect<void> {
+    return incoming(channel, event).pipe(
+      Effect.catchIf(isInvalidPayload, (error) => channel.reply(event, "error", error.response)),
+      Effect.catchAllCause((cause) =>
+        Cause.isInterruptedOnly(cause)
+          ? Effect.interrupt
+          : Effect.zipRight(Effect.logError("channel crashed", cause), this.terminateFromWithin(channel, "crashed"))
+      )
+    )
+  }
+
+  /**
+   * Waits for the next event of an idle channel, for a while: a channel that
+   * keeps receiving keeps its fiber; one idle for `lingerMillis` lets it go.
+   * Succeeds with whether an event came. (A timer of the machine, not of the
+   * `Clock`: it only decides when a fiber is given back, nothing anyone sees.)
+   */
+  awaitEvent(channel: ChannelImpl): Effect.Effect<boolean> {
+    return Effect.async<boolean>((resume) => {
+      const timer = setTimeout(() => {
+        channel.wake = undefined
+        resume(Effect.succeed(false))
+      }, lingerMillis)
+      channel.wake = () => {
+        clearTimeout(timer)
+        channel.wake = undefined
+        resume(Effect.succeed(true))
+      }
+      return Effect.sync(() => {
+        clearTimeout(timer)
+        channel.wake = undefined
+      })
+    })
+  }
+
+  /** Handles a channel's events in order, in the channel's fiber, which ends once it has lingered idle. */
+  runMailbox(channel: ChannelImpl): Effect.Effect<void> {
+    const connection = this
+    return Effect.zipRight(
+      channel.annotate,
+      channel.hooks.handleEvents((incoming) =>
+        Effect.gen(function*() {
+          while (channel.ended === undefined && !channel.stopping) {
+            const mailbox = channel.mailbox!
+            if (channel.head === mailbox.length) {
+              mailbox.length = channel.head = 0
+              // Events that came while the linger ended are in the mailbox: the
+              // check and the release are one step.
+              if (!(yield* connection.awaitEvent(channel)) && mailbox.length === 0) break
+              continue
+            }
+            const event = mailbox[channel.head]!
+            mailbox[channel.head++] = undefined
+            yield* connection.handleIncoming(channel, incoming, event)
+          }
+          // Given back: an idle channel keeps neither its fiber nor its mailbox.
+          channel.running = false
+          channel.fiber = undefined
+          if (channel.mailbox!.length === channel.head) {
+            channel.mailbox = undefined
+            channel.head = 0
+          }
+        })
+      )
+    )
+  }
+
+  enqueue(channel: ChannelImpl, event: ChannelEvent): Effect.Effect<void> {
+    if (channel.stopping) return Effect.void
+    const mailbox = channel.mailbox ??= []
+    if (mailbox.length - channel.head >= this.options.inboundQueueLimit) {
+      return Effect.sync(() => this.close(CloseCode.policyViolation, "too many messages queued"))
+    }
+    mailbox.push(event)
+    if (channel.wake !== undefined) {
+      channel.wake()
+      return Effect.void
+    }
+    if (channel.running) return Effect.void
+    channel.running = true
+    return Effect.map(Effect.forkIn(this.runMailbox(channel), this.scope), (fiber) => {
+      // A fiber that has already ended is not kept.
+      if (channel.running && channel.ended === undefined) channel.fiber = fiber
+    })
+  }
+
+  join(message: Message): Effect.Effect<void> {
+    const connection = this
+    const { topic } = message
+    return Effect.gen(function*() {
+      const existing = connection.channels.get(topic)
+      if (existing !== undefined) {
+        yield* Effect.logDebug("duplicate join: closing the existing channel")
+        yield* connection.terminate(existing, "duplicate")
+      }
+      const hooks = connection.handler.channel(topic)
+      if (hooks === undefined) {
+        yield* Effect.logDebug("join to an unmatched topic")
+        return yield* connection.sendError(message, message.joinRef, { reason: "unmatched topic" })
+      }
+      if (connection.channels.size >= connection.options.maxChannels) {
+        return yield* connection.sendError(message, message.joinRef, { reason: "too many channels joined" })
+      }
+      const channel = new ChannelImpl(connection, topic, message.joinRef ?? message.ref ?? "", hooks)
+      // Subscribed before `join` runs, so that every broadcast published after
+      // the hook read something (a presence state) reaches the client, after
+      // the pushes made during `join`.
+      yield* connection.broker.subscribe(topic, channel)
+      const exit = yield* Effect.exit(hooks.join(channel, toEvent(message)))
+      if (Exit.isFailure(exit) || exit.value._tag === "Refuse") {
+        channel.ended = "left"
+        yield* connection.release(channel)
+        if (Exit.isSuccess(exit)) {
+          return yield* connection.sendError(
+            message,
+            message.joinRef,
+            exit.value._tag === "Refuse" ? exit.value.reason : {}
+          )
+        }
+        const failure = Cause.failureOption(exit.cause)
+        if (Option.isSome(failure) && isInvalidPayload(failure.value)) {
+          return yield* connection.sendError(message, message.joinRef, failure.value.response)
+        }
+        yield* Effect.logError("join crashed", exit.cause)
+        return yield* connection.sendError(message, message.joinRef, { reason: "join crashed" })
+      }
+      connection.channels.set(topic, channel)
+      channel.allowed = true
+      yield* connection.send(Msg.reply(message.joinRef, message.ref, topic, "ok", exit.value.response))
+      while (channel.held !== undefined) {
+        const held = channel.held
+        channel.held = undefined
+        yield* Effect.all(held, { discard: true })
+      }
+      channel.joined = true
+      const early = channel.early
+      channel.early = undefined
+      if (early !== undefined) channel.deliver(early)
+    }).pipe(Effect.annotateLogs({ socket_id: this.logId, topic }))
+  }
+
+  // Frames
+
+  handleFrame(decoded: Decoded): Effect.Effect<void> {
+    if (Either.isLeft(decoded)) {
+      return Effect.zipRight(
+        Effect.logWarning("closing on a malformed frame", decoded.left.reason),
+        Effect.sync(() => this.close(CloseCode.invalidPayload, decoded.left.reason))
+      ).pipe(Effect.annotateLogs("socket_id", this.logId))
+    }
+    const message = decoded.right
+    if (message.event === Msg.Events.heartbeat && message.topic === Msg.socketTopic) {
+      return this.send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
+    }
+    if (message.event === Msg.Events.join) return this.join(message)
+    const channel = this.channels.get(message.topic)
+    if (channel === undefined) {
+      return message.event === Msg.Events.leave
+        ? this.send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
+        : this.sendError(message, null, { reason: "unmatched topic" })
+    }
+    if (message.joinRef !== null && message.joinRef !== channel.joinRef) return Effect.void
+    if (message.event === Msg.Events.leave) {
+      return Effect.zipRight(
+        this.send(Msg.reply(channel.joinRef, message.ref, channel.topic, "ok", {})),
+        this.terminate(channel, "left")
+      )
+    }
+    return this.enqueue(channel, toEvent(message))
+  }
+
+  handleEach(frames: Array<Decoded>, index: number): Effect.Effect<void> {
+    return index === frames.length || this.closed
+      ? Effect.void
+      : Effect.flatMap(this.handleFrame(frames[index]!), () => this.handleEach(frames, index + 1))
+  }
+
+  /**
+   * Parks the connection's fiber until a frame or the close arrives. No
+   * canceler: an interrupted fiber ignores a later wake, and costs less
+   * parked without one.
+   */
+  awaitFrames(): Effect.Effect<void> {
+    return Effect.async<void>((resume) => {
+      this.wakeRun = () => {
+        this.wakeRun = undefined
+        resume(Effect.void)
+      }
+    })
+  }
+
+  // A loop of effects, not a generator: nothing stays suspended between frames.
+  get run(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const inbox = this.inbox
+      if (inbox !== undefined) {
+        this.inbox = undefined
+        this.lastReceived = this.clock.unsafeCurrentTimeMillis()
+        return Effect.zipRight(this.handleEach(inbox, 0), this.run)
+      }
+      return this.transportOpen ? Effect.zipRight(this.awaitFrames(), this.run) : Effect.void
+    })
+  }
+
+  /**
+   * The frames a running channel takes, handled as they arrive, without
+   * waking the connection's fiber: pushes to a channel whose fiber is
+   * running or lingering, heartbeats, and stale messages. Anything else
+   * (joins, leaves, errors, a channel that needs a fiber) goes through the
+   * connection's fiber, and so does everything while it has frames queued,
+   * which keeps the order of every message.
+   */
+  handleAtOnce(decoded: Decoded): boolean {
+    if (Either.isLeft(decoded)) return false
+    const message = decoded.right
+    if (message.event === Msg.Events.heartbeat && message.topic === Msg.socketTopic) {
+      this.lastReceived = this.clock.unsafeCurrentTimeMillis()
+      const frame = this.serializer.encode(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
+      if (Either.isRight(frame)) this.write(frame.right)
+      return true
+    }
+    const channel = this.channels.get(message.topic)
+    if (channel === undefined || !channel.running || channel.stopping || message.event === Msg.Events.leave) {
+      return false
+    }
+    if (message.event === Msg.Events.join) return false
+    const mailbox = channel.mailbox!
+    if (mailbox.length - channel.head >= this.options.inboundQueueLimit) return false
+    this.lastReceived = this.clock.unsafeCurrentTimeMillis()
+    if (message.joinRef !== null && message.joinRef !== channel.joinRef) return true
+    mailbox.push(toEvent(message))
+    channel.wake?.()
+    return true
+  }
+
+  // Listener
+
+  onFrame(frame: Frame): void {
+    if (this.closed) return
+    if (overLimit(frame, this.options.maxFrameSize)) {
+      return this.close(CloseCode.messageTooBig, "frame too large")
+    }
+    const decoded = this.serializer.decode(frame)
+    if (this.inbox === undefined && this.wakeRun !== undefined && this.handleAtOnce(decoded)) return
+    const inbox = this.inbox ??= []
+    if (inbox.length >= this.options.inboundQueueLimit) {
+      return this.close(CloseCode.policyViolation, "too many messages queued")
+    }
+    inbox.push(decoded)
+    this.wakeRun?.()
+  }
+
+  onClose(): void {
+    this.transportOpen = false
+    this.wakeRun?.()
+  }
+
+  // Registration
+
+  lastActivity(): number {
+    return this.lastReceived
+  }
+
+  expire(): void {
+    this.close(CloseCode.normal, "heartbeat timeout")
+  }
+
+
+  /**
+   * Adds the connection's finalizer to its scope: to the scope itself, as
+   * `Effect.addFinalizer` would keep a copy of the fiber's refs with it.
+   */
+  get addFinalizer(): Effect.Effect<void> {
+    return Scope.addFinalizerExit(this.scope, () => this.finalize)
+  }
+
+  /**
+   * The connection's one finalizer: every channel ends (the last joined
+   * first), then the transport is closed, then `disconnect` runs, and the
+   * connection is forgotten.
+   */
+  get finalize(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const channels = Array.from(this.channels.values()).reverse()
+      this.channels.clear()
+      for (const channel of channels) channel.ended ??= "disconnected"
+      return Effect.forEach(channels, (channel) => this.release(channel), { discard: true }).pipe(
+        Effect.zipRight(
+          this.socketSubscriber === undefined
+            ? Effect.void
+            : this.broker.unsubscribe(this.socketSubscriber.topic, this.socketSubscriber)
+        ),
+        Effect.zipRight(Effect.sync(() => this.close(CloseCode.goingAway, "server shutting down"))),
+        Effect.zipRight(
+          Effect.catchAllCause(
+            Effect.suspend(() => this.handler.disconnect(this.socket)),
+            (cause) => Effect.logError("disconnect failed", cause)
+          )
+        ),
+        Effect.zipRight(this.broadcaster.unregister(this)),
+        Effect.annotateLogs("socket_id", this.logId)
+      )
+    })
+  }
+}
+
+/** The subscriber to the socket id's topic, which `ChannelBroadcaster.disconnect` publishes to. */
+class SocketIdSubscriber implements Subscriber {
+  constructor(readonly connection: ConnectionImpl, readonly topic: string) {}
+  deliver(envelopes: ReadonlyArray<Envelope>): void {
+    if (envelopes.some((envelope) => envelope.message.event === disconnectEvent)) {
+      this.connection.close(CloseCode.goingAway, "disconnected by the server")
+    }
+  }
+}
+
 /** @internal */
 export const make = (
   params: Params
 ): Effect.Effect<Connection, never, Scope.Scope | ChannelHandler | Broker | ChannelBroadcaster> =>
   Effect.gen(function*() {
-    const handler = yield* ChannelHandler
-    const broker = yield* Broker
-    const broadcaster = yield* ChannelBroadcaster
-    const scope = yield* Effect.scope
-    const { options, serializer, transport } = params
-    const id = `${node}.${++counter}`
-    // The connection owns its fiber: annotate it for good, with no frame to unwind.
-    yield* FiberRef.update(FiberRef.currentLogAnnotations, HashMap.set<string, unknown>("socket_id", params.id ?? null))
-    const channels = new Map<string, ChannelState>()
-    const inbox: Array<Decoded> = []
-    let transportOpen = true
-    let wake: (() => void) | undefined
-    const heartbeatMillis = Duration.toMillis(options.heartbeatTimeout)
-    const clock = yield* Effect.clock
-    let lastReceived = clock.unsafeCurrentTimeMillis()
-    let closed: { readonly code: number; readonly reason: string } | undefined
-
-    const socketAssigns: Record<string, unknown> = { ...params.assigns }
-    const socket: SocketInfo = {
-      id: Option.fromNullable(params.id),
-      connectInfo: params.connectInfo,
-      assigns: socketAssigns,
-      assign: (key, value) =>
-        Effect.sync(() => {
-          socketAssigns[key] = value
-        })
-    }
-
-    const close = (code: number, reason: string) => {
-      if (closed !== undefined) return
-      closed = { code, reason }
-      transport.close(code, reason)
-    }
-
-    /** Drops a client that does not read: its close frame would wait behind what it does not read. */
-    const dropSlowClient = () => {
-      if (closed !== undefined) return
-      closed = { code: CloseCode.tryAgainLater, reason: "outbound buffer full" }
-      transport.abort()
-    }
-
-    /** Whether the client takes what is written: past the bound, it is disconnected. */
-    const writable = () => {
-      if (closed !== undefined) return false
-      if (transport.bufferedAmount() <= options.outboundBufferLimit) return true
-      dropSlowClient()
-      return false
-    }
-
-    const write = (frame: Frame) => {
-      if (writable()) transport.send(frame)
-    }
-
-    const send = (message: Outbound): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        const frame = serializer.encode(message)
-        if (Either.isLeft(frame)) {
-          return Effect.logWarning("message dropped", frame.left.reason)
-        }
-        write(frame.right)
-        return Effect.void
-      })
-
-    const sendError = (message: Message, joinRef: string | null, reason: Payload) =>
-      send(Msg.reply(joinRef, message.ref, message.topic, "error", reason))
-
-    // Channels
-
-    const terminate = (channel: ChannelState, reason: LeaveReason): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        if (channel.ended !== undefined) return Effect.void
-        channel.ended = reason
-        if (channels.get(channel.topic) === channel) channels.delete(channel.topic)
-        const notice = reason === "crashed"
-          ? Msg.push(channel.joinRef, channel.topic, Msg.Events.error, { reason: "channel_crash" }, channel.joinRef)
-          : Msg.push(channel.joinRef, channel.topic, Msg.Events.close, {}, channel.joinRef)
-        return Effect.zipRight(Scope.close(channel.scope, Exit.void), send(notice))
-      })
-
-    /** Terminates a channel from one of its own fibers, which the termination interrupts. */
-    const terminateFromWithin = (channel: ChannelState, reason: LeaveReason) =>
-      Effect.suspend(() => {
-        // The channel takes no further event from now on, though it ends in another fiber.
-        channel.stopping = true
-        return Effect.asVoid(Effect.forkIn(terminate(channel, reason), scope))
-      })
-
-    const whenJoined = (channel: ChannelState, effect: Effect.Effect<void>): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        if (channel.ended !== undefined) return Effect.void
-        if (channel.joined) return effect
-        channel.held.push(effect)
-        return Effect.void
-      })
-
-    const ops: ConnOps = { socket, send, whenJoined, terminateFromWithin, publish: broker.publish, connectionId: id }
-    const makeConn = (channel: ChannelState): ChannelConn => new ChannelConnImpl(channel, ops)
-
-    const crash = (channel: ChannelState, cause: Cause.Cause<unknown>) =>
-      Effect.zipRight(
-        Effect.logError("channel crashed", cause),
-        terminateFromWithin(channel, "crashed")
-      )
-
-    const handleIncoming = (channel: ChannelState, incoming: Incoming, event: ChannelEvent): Effect.Effect<void> =>
-      incoming(channel.conn, event).pipe(
-        Effect.catchIf(isInvalidPayload, (error) => channel.conn.reply(event, "error", error.response)),
-        Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.interrupt : crash(channel, cause))
-      )
-
-    /** Handles a channel's events in order, in a fiber that ends when the mailbox is empty. */
-    /**
-     * Waits for the next event of an idle channel, for a while: a channel that
-     * keeps receiving keeps its fiber; one idle for `lingerMillis` lets it go.
-     * Succeeds with whether an event came. (A timer of the machine, not of the
-     * `Clock`: it only decides when a fiber is given back, nothing anyone sees.)
-     */
-    const awaitEvent = (channel: ChannelState) =>
-      Effect.async<boolean>((resume) => {
-        const timer = setTimeout(() => {
-          channel.wake = undefined
-          resume(Effect.succeed(false))
-        }, lingerMillis)
-        channel.wake = () => {
-          clearTimeout(timer)
-          channel.wake = undefined
-          resume(Effect.succeed(true))
-        }
-        return Effect.sync(() => {
-          clearTimeout(timer)
-          channel.wake = undefined
-        })
-      })
-
-    const runMailbox = (channel: ChannelState) =>
-      Effect.zipRight(channel.annotate, channel.hooks.handleEvents((incoming) => Effect.gen(function*() {
-        const { mailbox } = channel
-        while (channel.ended === undefined && !channel.stopping) {
-          if (channel.head === mailbox.length) {
-            mailbox.length = channel.head = 0
-            // Events that came while the linger ended are in the mailbox: the
-            // check and the release are one step.
-            if (!(yield* awaitEvent(channel)) && mailbox.length === 0) {
-              channel.running = false
-              return
-            }
-            continue
-          }
-          const event = mailbox[channel.head]!
-          mailbox[channel.head++] = undefined as unknown as ChannelEvent
-          yield* handleIncoming(channel, incoming, event)
-        }
-      })))
-
-    const enqueue = (channel: ChannelState, event: ChannelEvent): Effect.Effect<void> => {
-      if (channel.stopping) return Effect.void
-      if (channel.mailbox.length - channel.head >= options.inboundQueueLimit) {
-        return Effect.sync(() => close(CloseCode.policyViolation, "too many messages queued"))
-      }
-      channel.mailbox.push(event)
-      if (channel.wake !== undefined) {
-        channel.wake()
-        return Effect.void
-      }
-      if (channel.running) return Effect.void
-      channel.running = true
-      return Effect.asVoid(Effect.forkIn(runMailbox(channel), channel.scope))
-    }
-
-    /** Writes broadcasts; until the join reply is out, holds them back. */
-    const deliverTo = (channel: ChannelState) => (envelopes: ReadonlyArray<Envelope>) => {
-      if (!channel.joined) {
-        channel.early.push(...envelopes)
-        return
-      }
-      if (!writable()) return
-      if (envelopes.length === 1) {
-        const frame = envelopes[0]!.except === id ? undefined : envelopes[0]!.frame(serializer)
-        if (frame !== undefined && Either.isRight(frame)) transport.send(frame.right)
-        return
-      }
-      // Within the bound: past it, what fits is written and the client dropped.
-      const room = options.outboundBufferLimit - transport.bufferedAmount()
-      const frames: Array<Frame> = []
-      let size = 0
-      for (const envelope of envelopes) {
-        if (envelope.except === id) continue
-        const frame = envelope.frame(serializer)
-        if (Either.isLeft(frame)) continue
-        size += frameSize(frame.right)
-        if (size > room && frames.length > 0) {
-          transport.sendAll(frames)
-          return dropSlowClient()
-        }
-        frames.push(frame.right)
-      }
-      transport.sendAll(frames)
-    }
-
-    const join = (message: Message) =>
-      Effect.gen(function*() {
-        const { topic } = message
-        const existing = channels.get(topic)
-        if (existing !== undefined) {
-          yield* Effect.logDebug("duplicate join: closing the existing channel")
-          yield* terminate(existing, "duplicate")
-        }
-        const hooks = handler.channel(topic)
-        if (hooks === undefined) {
-          yield* Effect.logDebug("join to an unmatched topic")
-          return yield* sendError(message, message.joinRef, { reason: "unmatched topic" })
-        }
-        if (channels.size >= options.maxChannels) {
-          return yield* sendError(message, message.joinRef, { reason: "too many channels joined" })
-        }
-        const channelScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
-        const channel: ChannelState = {
-          topic,
-          joinRef: message.joinRef ?? message.ref ?? "",
-          hooks,
-          scope: channelScope,
-          mailbox: [],
-          head: 0,
-          annotate: FiberRef.update(FiberRef.currentLogAnnotations, HashMap.set<string, unknown>("topic", topic)),
-          assigns: {},
-          held: [],
-          early: [],
-          conn: undefined as unknown as ChannelConn,
-          joined: false,
-          running: false,
-          stopping: false,
-          wake: undefined,
-          ended: undefined
-        }
-        channel.conn = makeConn(channel)
-        // Subscribed before `join` runs, so that every broadcast published after
-        // the hook read something (a presence state) reaches the client, after
-        // the pushes made during `join`. Unsubscribed first when the channel ends.
-        const deliver = deliverTo(channel)
-        const subscription = yield* Scope.fork(channelScope, ExecutionStrategy.sequential)
-        yield* Scope.extend(broker.subscribe(topic, deliver), subscription)
-        const exit = yield* Effect.exit(hooks.join(channel.conn, toEvent(message)))
-        if (Exit.isFailure(exit) || exit.value._tag === "Refuse") {
-          channel.ended = "left"
-          yield* Scope.close(channelScope, Exit.void)
-          if (Exit.isSuccess(exit)) {
-            return yield* sendError(message, message.joinRef, exit.value._tag === "Refuse" ? exit.value.reason : {})
-          }
-          const failure = Cause.failureOption(exit.cause)
-          if (Option.isSome(failure) && isInvalidPayload(failure.value)) {
-            return yield* sendError(message, message.joinRef, failure.value.response)
-          }
-          yield* Effect.logError("join crashed", exit.cause)
-          return yield* sendError(message, message.joinRef, { reason: "join crashed" })
-        }
-        const { response } = exit.value
-        channels.set(topic, channel)
-        yield* Scope.addFinalizer(
-          channelScope,
-          Effect.suspend(() => hooks.leave(channel.conn, channel.ended ?? "disconnected")).pipe(
-            Effect.catchAllCause((cause) => Effect.logError("leave failed", cause))
-          )
-        )
-        yield* Scope.addFinalizer(channelScope, Scope.close(subscription, Exit.void))
-        yield* send(Msg.reply(message.joinRef, message.ref, topic, "ok", response))
-        while (channel.held.length > 0) yield* Effect.all(channel.held.splice(0), { discard: true })
-        channel.joined = true
-        if (channel.early.length > 0) deliver(channel.early.splice(0))
-      }).pipe(Effect.annotateLogs("topic", message.topic))
-
-    // Frames
-
-    const handleFrame = (decoded: Decoded): Effect.Effect<void> => {
-      if (Either.isLeft(decoded)) {
-        return Effect.zipRight(
-          Effect.logWarning("closing on a malformed frame", decoded.left.reason),
-          Effect.sync(() => close(CloseCode.invalidPayload, decoded.left.reason))
-        )
-      }
-      const message = decoded.right
-      if (message.event === Msg.Events.heartbeat && message.topic === Msg.socketTopic) {
-        return send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
-      }
-      if (message.event === Msg.Events.join) return join(message)
-      const channel = channels.get(message.topic)
-      if (channel === undefined) {
-        return message.event === Msg.Events.leave
-          ? send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
-          : sendError(message, null, { reason: "unmatched topic" })
-      }
-      if (message.joinRef !== null && message.joinRef !== channel.joinRef) return Effect.void
-      if (message.event === Msg.Events.leave) {
-        return Effect.zipRight(
-          send(Msg.reply(channel.joinRef, message.ref, channel.topic, "ok", {})),
-          terminate(channel, "left")
-        )
-      }
-      return enqueue(channel, toEvent(message))
-    }
-
-    const awaitFrames = Effect.async<void>((resume) => {
-      wake = () => {
-        wake = undefined
-        resume(Effect.void)
-      }
-      return Effect.sync(() => {
-        wake = undefined
-      })
-    })
-
-    const handleEach = (frames: Array<Decoded>, index: number): Effect.Effect<void> =>
-      index === frames.length || closed !== undefined
-        ? Effect.void
-        : Effect.flatMap(handleFrame(frames[index]!), () => handleEach(frames, index + 1))
-
-    const handleFrames = (frames: Array<Decoded>) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        lastReceived = now
-        return handleEach(frames, 0)
-      })
-
-    // A loop of effects, not a generator: nothing stays suspended between frames.
-    const run: Effect.Effect<void> = Effect.suspend(() => {
-      if (inbox.length > 0) return Effect.zipRight(handleFrames(inbox.splice(0)), run)
-      return transportOpen ? Effect.zipRight(awaitFrames, run) : Effect.void
-    })
-
-    // Life cycle: finalizers run in reverse, so channels close (running
-    // `leave`), then the transport is closed, then `disconnect` runs.
-
-    yield* broadcaster.register({
-      lastActivity: () => lastReceived,
-      heartbeatMillis,
-      expire: () => close(CloseCode.normal, "heartbeat timeout")
-    })
-    yield* Effect.addFinalizer(() =>
-      Effect.zipRight(
-        Effect.sync(() => close(CloseCode.goingAway, "server shutting down")),
-        handler.disconnect(socket).pipe(
-          Effect.catchAllCause((cause) => Effect.logError("disconnect failed", cause))
-        )
-      )
+    const connection = new ConnectionImpl(
+      params,
+      yield* ChannelHandler,
+      yield* Broker,
+      yield* ChannelBroadcaster,
+      yield* Effect.scope,
+      yield* Effect.clock
     )
+    yield* connection.addFinalizer
+    yield* connection.broadcaster.register(connection)
     if (params.id !== undefined) {
-      yield* broker.subscribe(params.id, (envelopes) => {
-        if (envelopes.some((envelope) => envelope.message.event === disconnectEvent)) {
-          close(CloseCode.goingAway, "disconnected by the server")
-        }
-      })
+      connection.socketSubscriber = new SocketIdSubscriber(connection, params.id)
+      yield* connection.broker.subscribe(params.id, connection.socketSubscriber)
     }
-
-    /**
-     * The frames a running channel takes, handled as they arrive, without
-     * waking the connection's fiber: pushes to a channel whose fiber is
-     * running or lingering, heartbeats, and stale messages. Anything else
-     * (joins, leaves, errors, a channel that needs a fiber) goes through the
-     * connection's fiber, and so does everything while it has frames queued,
-     * which keeps the order of every message.
-     */
-    const handleAtOnce = (decoded: Decoded): boolean => {
-      if (Either.isLeft(decoded)) return false
-      const message = decoded.right
-      if (message.event === Msg.Events.heartbeat && message.topic === Msg.socketTopic) {
-        lastReceived = clock.unsafeCurrentTimeMillis()
-        const frame = serializer.encode(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
-        if (Either.isRight(frame)) write(frame.right)
-        return true
-      }
-      const channel = channels.get(message.topic)
-      if (channel === undefined || !channel.running || channel.stopping || message.event === Msg.Events.leave) {
-        return false
-      }
-      if (message.event === Msg.Events.join) return false
-      if (channel.mailbox.length - channel.head >= options.inboundQueueLimit) return false
-      lastReceived = clock.unsafeCurrentTimeMillis()
-      if (message.joinRef !== null && message.joinRef !== channel.joinRef) return true
-      channel.mailbox.push(toEvent(message))
-      channel.wake?.()
-      return true
-    }
-
-    const receive = (frame: Frame): void => {
-      if (closed !== undefined) return
-      if (overLimit(frame, options.maxFrameSize)) {
-        return close(CloseCode.messageTooBig, "frame too large")
-      }
-      const decoded = serializer.decode(frame)
-      if (inbox.length === 0 && wake !== undefined && handleAtOnce(decoded)) return
-      if (inbox.length >= options.inboundQueueLimit) {
-        return close(CloseCode.policyViolation, "too many messages queued")
-      }
-      inbox.push(decoded)
-      wake?.()
-    }
-    const transportClosed = () => {
-      transportOpen = false
-      wake?.()
-    }
-    return { id, socket, receive, transportClosed, run }
+    return connection
   })

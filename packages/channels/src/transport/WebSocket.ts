@@ -103,7 +103,7 @@ export const platform: Service = {
             return ws === undefined ? capture : undefined
           }).pipe(
             Effect.catchAll((error) => Effect.logDebug("socket closed", error)),
-            Effect.ensuring(Effect.sync(listener.onClose)),
+            Effect.ensuring(Effect.sync(() => listener.onClose())),
             Effect.forkScoped,
             Effect.asVoid
           )

@@ -2,7 +2,7 @@ import type { UpgradedSocket } from "@effect-channels/core/transport/WebSocket"
 import type { Frame } from "@effect-channels/core/protocol/Message"
 import type { Listener, Transport } from "@effect-channels/core/transport/Transport"
 import * as Effect from "effect/Effect"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
 import * as WS from "ws"
@@ -10,6 +10,58 @@ import * as WS from "ws"
 const closeGrace = 2000
 
 const selectProtocol = (protocols: Set<string>) => (protocols.has("phoenix") ? "phoenix" : false)
+
+/**
+ * A `ws` socket that keeps what its transport needs: the connection
+ * listening to it, the frames received before it listens, whether it has
+ * closed. Its event handlers are shared functions, not closures per socket.
+ */
+class PhoenixSocket extends WS.WebSocket {
+  listener: Listener | undefined = undefined
+  pending: Array<Frame> | undefined = undefined
+  ended = false
+}
+
+// `this` is the socket: `ws` makes every socket a `PhoenixSocket` (`makeServer`).
+function onMessage(this: WS.WebSocket, data: WS.RawData, isBinary: boolean) {
+  const ws = this as PhoenixSocket
+  const frame = isBinary ? data as Buffer : (data as Buffer).toString("utf8")
+  if (ws.listener === undefined) (ws.pending ??= []).push(frame)
+  else ws.listener.onFrame(frame)
+}
+
+function onClose(this: WS.WebSocket) {
+  const ws = this as PhoenixSocket
+  ws.ended = true
+  ws.listener?.onClose()
+}
+
+// `ws` reports protocol errors (an oversized or invalid frame) as errors,
+// then closes the socket with the matching code: the close ends the connection.
+function ignore() {}
+
+class WsTransport implements Transport {
+  constructor(readonly ws: PhoenixSocket, readonly socket: Duplex) {}
+  send(frame: Frame) {
+    this.ws.send(frame)
+  }
+  sendAll(frames: ReadonlyArray<Frame>) {
+    // One write for the batch: `ws` frames each message, the corked socket
+    // sends them together.
+    this.socket.cork()
+    for (const frame of frames) this.ws.send(frame)
+    this.socket.uncork()
+  }
+  bufferedAmount() {
+    return this.ws.bufferedAmount
+  }
+  close(code: number, reason: string) {
+    this.ws.close(code, reason)
+  }
+  abort() {
+    this.ws.terminate()
+  }
+}
 
 /**
  * A `ws` server for Phoenix sockets: `maxPayload` is the frame size limit
@@ -21,6 +73,7 @@ const selectProtocol = (protocols: Set<string>) => (protocols.has("phoenix") ? "
 export const makeServer = (maxFrameSize: number): WS.WebSocketServer =>
   new WS.WebSocketServer({
     noServer: true,
+    WebSocket: PhoenixSocket,
     maxPayload: maxFrameSize,
     perMessageDeflate: false,
     handleProtocols: selectProtocol
@@ -53,6 +106,35 @@ const release = (ws: WS.WebSocket) =>
     )
   })
 
+const upgraded = (ws: PhoenixSocket, socket: Duplex): UpgradedSocket => ({
+  transport: new WsTransport(ws, socket),
+  listen: (listener) =>
+    Effect.sync(() => {
+      ws.listener = listener
+      const pending = ws.pending
+      ws.pending = undefined
+      if (pending !== undefined) for (const frame of pending) listener.onFrame(frame)
+      if (ws.ended) listener.onClose()
+    })
+})
+
+const handshake = (server: WS.WebSocketServer, incoming: IncomingMessage, socket: Duplex, head: Buffer) =>
+  Effect.async<PhoenixSocket>((resume) => {
+    // The client may be gone already, or `ws` may refuse the handshake
+    // (it answers and destroys the socket): the connection ends here.
+    if (socket.destroyed) return resume(Effect.interrupt)
+    const onGone = () => resume(Effect.interrupt)
+    socket.once("close", onGone)
+    server.handleUpgrade(incoming, socket, head, (ws) => {
+      socket.off("close", onGone)
+      // Listen at once: frames that arrive before `listen` wait for it.
+      ws.on("message", onMessage)
+      ws.once("close", onClose)
+      ws.on("error", ignore)
+      resume(Effect.succeed(ws as PhoenixSocket))
+    })
+  })
+
 /**
  * Completes the WebSocket handshake of an upgrade request; the socket is
  * closed with the scope. A handshake `ws` rejects (a bad key or version) is
@@ -67,57 +149,12 @@ export const upgrade = (
   socket: Duplex,
   head: Buffer
 ): Effect.Effect<UpgradedSocket, never, Scope.Scope> =>
-  Effect.gen(function*() {
-    const ws = yield* Effect.acquireRelease(
-      Effect.async<WS.WebSocket>((resume) => {
-        // The client may be gone already, or `ws` may refuse the handshake
-        // (it answers and destroys the socket): the connection ends here.
-        if (socket.destroyed) return resume(Effect.interrupt)
-        const onClose = () => resume(Effect.interrupt)
-        socket.once("close", onClose)
-        server.handleUpgrade(incoming, socket, head, (ws) => {
-          socket.off("close", onClose)
-          resume(Effect.succeed(ws))
-        })
-      }),
-      release
-    )
-    // `ws` reports protocol errors (an oversized or invalid frame) here, then
-    // closes the socket with the matching code: the close ends the connection.
-    ws.on("error", () => {})
-    // Listen at once: frames that arrive before `listen` wait for it.
-    const pending: Array<Frame> = []
-    let listener: Listener | undefined
-    let closed = false
-    ws.on("message", (data: WS.RawData, isBinary: boolean) => {
-      const frame = isBinary ? data as Buffer : (data as Buffer).toString("utf8")
-      if (listener === undefined) pending.push(frame)
-      else listener.onFrame(frame)
-    })
-    ws.once("close", () => {
-      closed = true
-      listener?.onClose()
-    })
-    const transport: Transport = {
-      send: (frame) => ws.send(frame),
-      sendAll: (frames) => {
-        // One write for the batch: `ws` frames each message, the corked
-        // socket sends them together.
-        socket.cork()
-        for (const frame of frames) ws.send(frame)
-        socket.uncork()
-      },
-      bufferedAmount: () => ws.bufferedAmount,
-      close: (code, reason) => ws.close(code, reason),
-      abort: () => ws.terminate()
-    }
-    return {
-      transport,
-      listen: (next: Listener) =>
-        Effect.sync(() => {
-          listener = next
-          for (const frame of pending.splice(0)) next.onFrame(frame)
-          if (closed) next.onClose()
-        })
-    }
-  })
+  Effect.uninterruptible(Effect.flatMap(handshake(server, incoming, socket, head), (ws) => releasedWithScope(ws, socket)))
+
+/**
+ * The socket, released as the scope closes: a finalizer of the scope itself
+ * (`acquireRelease` keeps a copy of the fiber's refs per resource), made
+ * apart from the request, which it does not keep.
+ */
+const releasedWithScope = (ws: PhoenixSocket, socket: Duplex) =>
+  Effect.flatMap(Effect.scope, (scope) => Effect.as(Scope.addFinalizerExit(scope, () => release(ws)), upgraded(ws, socket)))
