@@ -591,20 +591,12 @@ class ConnectionImpl implements Connection, Registration {
   }
 
   /**
-   * Parks the connection's fiber until a frame or the close arrives. No
-   * canceler: an interrupted fiber ignores a later wake, and costs less
-   * parked without one.
+   * Handles the frames received, until the transport has closed. A loop of
+   * effects, not a generator; parked, it holds no frame of its own: the
+   * wake-up resumes the fiber with the rest of the loop. No canceler: an
+   * interrupted fiber ignores a later wake-up, and costs less parked
+   * without one.
    */
-  awaitFrames(): Effect.Effect<void> {
-    return Effect.async<void>((resume) => {
-      this.wakeRun = () => {
-        this.wakeRun = undefined
-        resume(Effect.void)
-      }
-    })
-  }
-
-  // A loop of effects, not a generator: nothing stays suspended between frames.
   get run(): Effect.Effect<void> {
     return Effect.suspend(() => {
       const inbox = this.inbox
@@ -613,7 +605,13 @@ class ConnectionImpl implements Connection, Registration {
         this.lastReceived = this.clock.unsafeCurrentTimeMillis()
         return Effect.zipRight(this.handleEach(inbox, 0), this.run)
       }
-      return this.transportOpen ? Effect.zipRight(this.awaitFrames(), this.run) : Effect.void
+      if (!this.transportOpen) return Effect.void
+      return Effect.async<void>((resume) => {
+        this.wakeRun = () => {
+          this.wakeRun = undefined
+          resume(this.run)
+        }
+      })
     })
   }
 
