@@ -158,6 +158,8 @@ class ChannelImpl implements ChannelConn, Subscriber {
   early: Array<Envelope> | undefined = undefined
   ownAssigns: Record<string, unknown> | undefined = undefined
   ownScope: Scope.CloseableScope | undefined = undefined
+  /** The channel's work is over: a scope asked for now is made closed. */
+  released = false
   /** The fiber handling the mailbox, while it runs or lingers. */
   fiber: Fiber.RuntimeFiber<void> | undefined = undefined
   /** Wakes the channel's fiber while it lingers for the next event. */
@@ -182,8 +184,15 @@ class ChannelImpl implements ChannelConn, Subscriber {
     return this.connection.socket
   }
   get scope(): Scope.Scope {
-    // Made on first use: most channels never ask. Closed when the channel ends.
-    return this.ownScope ??= Effect.runSync(Scope.make())
+    // Made on first use: most channels never ask. Closed when the channel
+    // ends; made closed when asked for after, so that what is added to it
+    // runs at once, as with any closed scope.
+    if (this.ownScope === undefined) {
+      const scope = Effect.runSync(Scope.make())
+      if (this.released) Effect.runSync(Scope.close(scope, Exit.void))
+      this.ownScope = scope
+    }
+    return this.ownScope
   }
   allowJoin(response: Payload = {}): JoinResult {
     return { _tag: "Allow", response }
@@ -386,7 +395,10 @@ class ConnectionImpl implements Connection, Registration {
           )
         )
       }
-      steps.push(Effect.suspend(() => channel.ownScope === undefined ? Effect.void : Scope.close(channel.ownScope, Exit.void)))
+      steps.push(Effect.suspend(() => {
+        channel.released = true
+        return channel.ownScope === undefined ? Effect.void : Scope.close(channel.ownScope, Exit.void)
+      }))
       return Effect.all(steps, { discard: true })
     }))
   }
