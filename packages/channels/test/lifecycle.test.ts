@@ -416,3 +416,37 @@ describe.each(transports)("heartbeat under TestClock, on a real socket, over %s"
       expect(disconnectedAt).toEqual([5_000])
     }))
 })
+
+describe("a channel's fiber", () => {
+  it.scopedLive("lingers while events keep coming, one fiber for all; is given back once idle for a second; a later event starts another", () =>
+    Effect.gen(function*() {
+      const { layer } = makeHandler()
+      const tracker = yield* Supervisor.track
+      const server = yield* startServer(layer).pipe(Effect.supervised(tracker))
+      const client = yield* joined(server, "ada")
+      // After the joins: the connection's fiber and the topics' are older.
+      const baseline = new Set(yield* tracker.value)
+      const channelFibers = Effect.map(tracker.value, (fibers) =>
+        fibers.filter((fiber) =>
+          !baseline.has(fiber) && HashMap.has(fiber.getFiberRef(FiberRef.currentLogAnnotations), "topic")
+        ))
+      // Six events 400 ms apart: 2 s in all, longer than the linger, shorter gaps.
+      yield* echoes(client, "e0")
+      const [first, ...others] = yield* channelFibers
+      expect(first).toBeDefined()
+      expect(others).toEqual([])
+      for (let i = 1; i < 6; i++) {
+        yield* Effect.sleep("400 millis")
+        yield* echoes(client, `e${i}`)
+        expect(yield* channelFibers).toEqual([first])
+      }
+      // Idle: given back after the linger, having run out of work (not interrupted).
+      yield* eventually(Effect.sync(() => first!.unsafePoll()), (exit) => exit !== null, 3_000)
+      expect(Exit.isSuccess(first!.unsafePoll()!)).toBe(true)
+      expect(yield* channelFibers).toEqual([])
+      yield* echoes(client, "later")
+      const [again] = yield* channelFibers
+      expect(again).toBeDefined()
+      expect(again).not.toBe(first)
+    }))
+})

@@ -162,8 +162,12 @@ class ChannelImpl implements ChannelConn, Subscriber {
   released = false
   /** The fiber handling the mailbox, while it runs or lingers. */
   fiber: Fiber.RuntimeFiber<void> | undefined = undefined
-  /** Wakes the channel's fiber while it lingers for the next event. */
-  wake: (() => void) | undefined = undefined
+  /** Resumes the channel's fiber while it lingers for the next event. */
+  parked: ((resume: Effect.Effect<boolean>) => void) | undefined = undefined
+  /** When the fiber last parked, in `Date.now()` milliseconds. */
+  parkedAt = 0
+  /** The timer that gives the fiber back once it has lingered idle; one per linger, not per event. */
+  lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined
   ended: LeaveReason | undefined = undefined
   /** The join was allowed: `leave` runs when the channel ends. */
   allowed = false
@@ -257,6 +261,35 @@ class ChannelImpl implements ChannelConn, Subscriber {
       FiberRef.currentLogAnnotations,
       (annotations) => HashMap.set(HashMap.set(annotations, "socket_id", this.connection.logId), "topic", this.topic)
     )
+  }
+}
+
+/** Resumes a channel's parked fiber: an event came. */
+const wakeUp = (channel: ChannelImpl) => {
+  const resume = channel.parked!
+  channel.parked = undefined
+  resume(Effect.succeed(true))
+}
+
+const armLinger = (channel: ChannelImpl, millis: number) => {
+  channel.lingerTimer = setTimeout(lingerOver, millis, channel)
+}
+
+/** The linger timer: gives the fiber back if it has been parked for `lingerMillis`, or waits the rest. */
+const lingerOver = (channel: ChannelImpl) => {
+  channel.lingerTimer = undefined
+  const resume = channel.parked
+  if (resume === undefined) return
+  const idle = Date.now() - channel.parkedAt
+  if (idle < lingerMillis) return armLinger(channel, lingerMillis - idle)
+  channel.parked = undefined
+  resume(Effect.succeed(false))
+}
+
+const stopLinger = (channel: ChannelImpl) => {
+  if (channel.lingerTimer !== undefined) {
+    clearTimeout(channel.lingerTimer)
+    channel.lingerTimer = undefined
   }
 }
 
@@ -384,7 +417,8 @@ class ConnectionImpl implements Connection, Registration {
       const steps: Array<Effect.Effect<void>> = []
       const fiber = channel.fiber
       channel.fiber = undefined
-      channel.wake = undefined
+      channel.parked = undefined
+      stopLinger(channel)
       if (fiber !== undefined) steps.push(Effect.asVoid(Fiber.interrupt(fiber)))
       steps.push(this.broker.unsubscribe(channel.topic, channel))
       if (channel.allowed) {
@@ -426,37 +460,29 @@ class ConnectionImpl implements Connection, Registration {
   }
 
   handleIncoming(channel: ChannelImpl, incoming: Incoming, event: ChannelEvent): Effect.Effect<void> {
-    return incoming(channel, event).pipe(
-      Effect.catchIf(isInvalidPayload, (error) => channel.reply(event, "error", error.response)),
-      Effect.catchAllCause((cause) =>
-        Cause.isInterruptedOnly(cause)
-          ? Effect.interrupt
-          : Effect.zipRight(Effect.logError("channel crashed", cause), this.terminateFromWithin(channel, "crashed"))
-      )
-    )
+    return Effect.catchAllCause(incoming(channel, event), (cause) => {
+      if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
+      const failure = Option.getOrUndefined(Cause.failureOption(cause))
+      if (isInvalidPayload(failure)) return channel.reply(event, "error", failure.response)
+      return Effect.zipRight(Effect.logError("channel crashed", cause), this.terminateFromWithin(channel, "crashed"))
+    })
   }
 
   /**
    * Waits for the next event of an idle channel, for a while: a channel that
    * keeps receiving keeps its fiber; one idle for `lingerMillis` lets it go.
-   * Succeeds with whether an event came. (A timer of the machine, not of the
-   * `Clock`: it only decides when a fiber is given back, nothing anyone sees.)
+   * Succeeds with whether an event came. One timer serves a whole linger,
+   * however many events wake the fiber meanwhile: it is armed when none is,
+   * and when it fires early (the fiber parked again since), it is armed for
+   * the rest. (A timer of the machine, not of the `Clock`: it only decides
+   * when a fiber is given back, nothing anyone sees.) No canceler: a channel
+   * that ends drops `parked` and the timer.
    */
   awaitEvent(channel: ChannelImpl): Effect.Effect<boolean> {
     return Effect.async<boolean>((resume) => {
-      const timer = setTimeout(() => {
-        channel.wake = undefined
-        resume(Effect.succeed(false))
-      }, lingerMillis)
-      channel.wake = () => {
-        clearTimeout(timer)
-        channel.wake = undefined
-        resume(Effect.succeed(true))
-      }
-      return Effect.sync(() => {
-        clearTimeout(timer)
-        channel.wake = undefined
-      })
+      channel.parked = resume
+      channel.parkedAt = Date.now()
+      if (channel.lingerTimer === undefined) armLinger(channel, lingerMillis)
     })
   }
 
@@ -480,7 +506,8 @@ class ConnectionImpl implements Connection, Registration {
             mailbox[channel.head++] = undefined
             yield* connection.handleIncoming(channel, incoming, event)
           }
-          // Given back: an idle channel keeps neither its fiber nor its mailbox.
+          // Given back: an idle channel keeps neither its fiber, nor its mailbox, nor a timer.
+          stopLinger(channel)
           channel.running = false
           channel.fiber = undefined
           if (channel.mailbox!.length === channel.head) {
@@ -499,8 +526,8 @@ class ConnectionImpl implements Connection, Registration {
       return Effect.sync(() => this.close(CloseCode.policyViolation, "too many messages queued"))
     }
     mailbox.push(event)
-    if (channel.wake !== undefined) {
-      channel.wake()
+    if (channel.parked !== undefined) {
+      wakeUp(channel)
       return Effect.void
     }
     if (channel.running) return Effect.void
@@ -654,7 +681,7 @@ class ConnectionImpl implements Connection, Registration {
     this.lastReceived = this.clock.unsafeCurrentTimeMillis()
     if (message.joinRef !== null && message.joinRef !== channel.joinRef) return true
     mailbox.push(toEvent(message))
-    channel.wake?.()
+    if (channel.parked !== undefined) wakeUp(channel)
     return true
   }
 
