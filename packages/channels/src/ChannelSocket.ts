@@ -230,19 +230,16 @@ export const open = (
   admitted: Admitted,
   options: Connection.Options
 ): Effect.Effect<Connection.Connection, never, ChannelHandler | Broker | ChannelBroadcaster> =>
-  Scope.extend(
-    Effect.tap(
-      Connection.make({
-        transport: socket.transport,
-        serializer: admitted.serializer,
-        connectInfo: admitted.connectInfo,
-        id: admitted.connected.id,
-        assigns: admitted.connected.assigns ?? {},
-        options
-      }),
-      (connection) => socket.listen(connection)
-    ),
-    scope
+  Effect.tap(
+    Connection.make({
+      transport: socket.transport,
+      serializer: admitted.serializer,
+      connectInfo: admitted.connectInfo,
+      id: admitted.connected.id,
+      assigns: admitted.connected.assigns ?? {},
+      options
+    }, scope),
+    (connection) => Scope.extend(socket.listen(connection), scope)
   )
 
 /**

@@ -326,6 +326,7 @@ export const connect = (
     const end = yield* Deferred.make<Closed>()
     const started = yield* Deferred.make<Connection.Connection>()
     const fiber = yield* Effect.forkScoped(Effect.scoped(Effect.gen(function*() {
+      const scope = yield* Effect.scope
       const connection: Connection.Connection = yield* Connection.make({
         transport: {
           send: receiveFrame,
@@ -345,7 +346,7 @@ export const connect = (
         id: connected.id,
         assigns: connected.assigns ?? {},
         options: resolveOptions(options.socket)
-      })
+      }, scope)
       yield* Deferred.succeed(started, connection)
       yield* connection.run
     })))

@@ -149,10 +149,11 @@ export const layer = (
     const run = yield* FiberSet.makeRuntime<ChannelHandler | Broker | ChannelBroadcaster>()
     /** Admits and upgrades; nothing of the request is kept once the socket is open. */
     const open = (
+      scope: Scope.Scope,
       request: Http.IncomingMessage,
       socket: Duplex,
       head: Buffer
-    ): Effect.Effect<readonly [WebSocket.UpgradedSocket, ChannelSocket.Admitted] | undefined, never, ChannelHandler | Scope.Scope> =>
+    ): Effect.Effect<readonly [WebSocket.UpgradedSocket, ChannelSocket.Admitted] | undefined, never, ChannelHandler> =>
       Effect.gen(function*() {
         if (request.method !== "GET") {
           refuse(socket, 400)
@@ -169,12 +170,12 @@ export const layer = (
           refuse(socket, admitted.left.status)
           return undefined
         }
-        return [yield* Ws.upgrade(wss, request, socket, head), admitted.right] as const
+        return [yield* Ws.upgradeIn(scope, wss, request, socket, head), admitted.right] as const
       })
     const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
       Effect.flatMap(Scope.make(), (scope) =>
         Effect.flatMap(
-          Effect.onError(Scope.extend(open(request, socket, head), scope), (cause) => Scope.close(scope, Exit.failCause(cause))),
+          Effect.onError(open(scope, request, socket, head), (cause) => Scope.close(scope, Exit.failCause(cause))),
           serveIn(scope, resolved)
         ))
     handle = (request, socket, head) => {

@@ -766,17 +766,23 @@ class SocketIdSubscriber implements Subscriber {
   }
 }
 
-/** @internal */
+/**
+ * Makes a connection whose resources go to `scope` (given, not read from the
+ * context: providing a scope costs every connection a context of its own).
+ *
+ * @internal
+ */
 export const make = (
-  params: Params
-): Effect.Effect<Connection, never, Scope.Scope | ChannelHandler | Broker | ChannelBroadcaster> =>
+  params: Params,
+  scope: Scope.Scope
+): Effect.Effect<Connection, never, ChannelHandler | Broker | ChannelBroadcaster> =>
   Effect.gen(function*() {
     const connection = new ConnectionImpl(
       params,
       yield* ChannelHandler,
       yield* Broker,
       yield* ChannelBroadcaster,
-      yield* Effect.scope,
+      scope,
       yield* Effect.clock
     )
     yield* connection.addFinalizer

@@ -149,12 +149,26 @@ export const upgrade = (
   socket: Duplex,
   head: Buffer
 ): Effect.Effect<UpgradedSocket, never, Scope.Scope> =>
-  Effect.uninterruptible(Effect.flatMap(handshake(server, incoming, socket, head), (ws) => releasedWithScope(ws, socket)))
+  Effect.flatMap(Effect.scope, (scope) => upgradeIn(scope, server, incoming, socket, head))
+
+/**
+ * {@link upgrade}, with the scope given rather than read from the context.
+ *
+ * @internal
+ */
+export const upgradeIn = (
+  scope: Scope.Scope,
+  server: WS.WebSocketServer,
+  incoming: IncomingMessage,
+  socket: Duplex,
+  head: Buffer
+): Effect.Effect<UpgradedSocket> =>
+  Effect.uninterruptible(Effect.flatMap(handshake(server, incoming, socket, head), (ws) => releasedWithScope(scope, ws, socket)))
 
 /**
  * The socket, released as the scope closes: a finalizer of the scope itself
  * (`acquireRelease` keeps a copy of the fiber's refs per resource), made
  * apart from the request, which it does not keep.
  */
-const releasedWithScope = (ws: PhoenixSocket, socket: Duplex) =>
-  Effect.flatMap(Effect.scope, (scope) => Effect.as(Scope.addFinalizerExit(scope, () => release(ws)), upgraded(ws, socket)))
+const releasedWithScope = (scope: Scope.Scope, ws: PhoenixSocket, socket: Duplex) =>
+  Effect.as(Scope.addFinalizerExit(scope, () => release(ws)), upgraded(ws, socket))
