@@ -8,6 +8,10 @@
  * after the join reply, so a client always sees its join reply first (what
  * Phoenix users do with `send(self(), :after_join)`). A refused join drops them.
  *
+ * The handle and the socket info are objects with methods, one per channel
+ * and per connection (an idle connection holds them for as long as it is
+ * open): call them on the handle, `conn.push(...)`, not detached from it.
+ *
  * @since 0.1.0
  */
 import type * as Effect from "effect/Effect"
