@@ -3,16 +3,10 @@ import { ConnectRefused } from "@effect-channels/core/ChannelHandler"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as TestClock from "effect/TestClock"
+import { Log } from "./utils/log.js"
 
-class Log extends Effect.Service<Log>()("test/Log", {
-  effect: Effect.map(Ref.make<ReadonlyArray<string>>([]), (ref) => ({
-    add: (line: string) => Ref.update(ref, (lines) => [...lines, line]),
-    lines: Ref.get(ref)
-  }))
-}) {}
 
 const Shout = Schema.Struct({ text: Schema.String, times: Schema.Number })
 

@@ -11,13 +11,8 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
 import * as Scope from "effect/Scope"
+import { Log } from "./utils/log.js"
 
-class Log extends Effect.Service<Log>()("test/ScopeLog", {
-  effect: Effect.map(Ref.make<ReadonlyArray<string>>([]), (ref) => ({
-    add: (line: string) => Ref.update(ref, (lines) => [...lines, line]),
-    lines: Ref.get(ref)
-  }))
-}) {}
 
 const connectAssigns = { user: "ada" }
 

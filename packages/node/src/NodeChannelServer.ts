@@ -37,7 +37,7 @@ import * as HttpServer from "@effect/platform/HttpServer"
 import type { ServeError } from "@effect/platform/HttpServerError"
 import type * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import type * as WebSocket from "@effect-channels/core/transport/WebSocket"
+import type { Connection } from "@effect-channels/core/runtime/Connection"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
@@ -99,19 +99,8 @@ const closingScope = <R>(scope: Scope.CloseableScope, effect: Effect.Effect<void
  * hold the request; and only the connection's loop is in `closingScope`, so
  * that the fiber does not hold the effects that opened it either.
  */
-const serveIn = (scope: Scope.CloseableScope, options: ReturnType<typeof ChannelSocket.resolveOptions>) =>
-(
-  opened: readonly [WebSocket.UpgradedSocket, ChannelSocket.Admitted] | undefined
-): Effect.Effect<void, never, ChannelHandler | Broker | ChannelBroadcaster> =>
-  opened === undefined
-    ? Scope.close(scope, Exit.void)
-    : Effect.flatMap(
-      Effect.onError(
-        ChannelSocket.open(scope, opened[0], opened[1], options),
-        (cause) => Scope.close(scope, Exit.failCause(cause))
-      ),
-      (connection) => closingScope(scope, connection.run)
-    )
+const serveIn = (scope: Scope.CloseableScope) => (connection: Connection | undefined): Effect.Effect<void> =>
+  connection === undefined ? Scope.close(scope, Exit.void) : closingScope(scope, connection.run)
 
 const connectRequest = (request: Http.IncomingMessage): ChannelSocket.ConnectRequest => ({
   url: request.url ?? "/",
@@ -147,13 +136,13 @@ export const layer = (
     const resolved = ChannelSocket.resolveOptions(options)
     const wss = yield* Effect.acquireRelease(Effect.sync(() => Ws.makeServer(resolved.maxFrameSize)), Ws.closeServer)
     const run = yield* FiberSet.makeRuntime<ChannelHandler | Broker | ChannelBroadcaster>()
-    /** Admits and upgrades; nothing of the request is kept once the socket is open. */
+    /** Admits, upgrades and opens the connection; nothing of the request is kept once it is open. */
     const open = (
       scope: Scope.Scope,
       request: Http.IncomingMessage,
       socket: Duplex,
       head: Buffer
-    ): Effect.Effect<readonly [WebSocket.UpgradedSocket, ChannelSocket.Admitted] | undefined, never, ChannelHandler> =>
+    ): Effect.Effect<Connection | undefined, never, ChannelHandler | Broker | ChannelBroadcaster> =>
       Effect.gen(function*() {
         if (request.method !== "GET") {
           refuse(socket, 400)
@@ -170,13 +159,14 @@ export const layer = (
           refuse(socket, admitted.left.status)
           return undefined
         }
-        return [yield* Ws.upgradeIn(scope, wss, request, socket, head), admitted.right] as const
+        const upgraded = yield* Ws.upgradeIn(scope, wss, request, socket, head)
+        return yield* ChannelSocket.open(scope, upgraded, admitted.right, resolved)
       })
     const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
       Effect.flatMap(Scope.make(), (scope) =>
         Effect.flatMap(
           Effect.onError(open(scope, request, socket, head), (cause) => Scope.close(scope, Exit.failCause(cause))),
-          serveIn(scope, resolved)
+          serveIn(scope)
         ))
     handle = (request, socket, head) => {
       run(connect(request, socket, head))
