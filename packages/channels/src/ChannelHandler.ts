@@ -53,6 +53,12 @@ export class ConnectRefused extends Data.TaggedError("ConnectRefused")<{
 }> {}
 
 /**
+ * @since 0.1.0
+ * @category refinements
+ */
+export const isConnectRefused = (u: unknown): u is ConnectRefused => u instanceof ConnectRefused
+
+/**
  * What an allowed connection starts with.
  *
  * @since 0.1.0

@@ -25,23 +25,29 @@
  * handler's `connect` runs with the other query parameters as connect
  * parameters and the auth token the client offered (refused: 403).
  *
+ * Every transport goes through one function, {@link accept}: a transport's
+ * server (the WebSocket servers here and in `@effect-channels/node`, the
+ * long-poll one, `ChannelTest`'s in-memory one) turns its request into a
+ * {@link ConnectRequest}, and `accept` admits it, opens the transport and
+ * serves the connection on it under the socket's rules.
+ *
  * @since 0.1.0
  */
 import * as Headers from "@effect/platform/Headers"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import * as Duration from "effect/Duration"
+import * as Data from "effect/Data"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import type { Broker } from "./Broker.js"
-import type { ChannelBroadcaster } from "./ChannelBroadcaster.js"
+import { Broker } from "./Broker.js"
+import { ChannelBroadcaster } from "./ChannelBroadcaster.js"
 import type { ConnectInfo } from "./ChannelConn.js"
-import type { Connected } from "./ChannelHandler.js"
-import { ChannelHandler, ConnectRefused } from "./ChannelHandler.js"
-import * as Serializer from "./protocol/Serializer.js"
-import * as Connection from "./runtime/Connection.js"
+import { ChannelHandler } from "./ChannelHandler.js"
+import * as internal from "./internal/socket.js"
+import type { Opened } from "./transport/Transport.js"
 import * as WebSocket from "./transport/WebSocket.js"
 
 /**
@@ -79,47 +85,123 @@ export interface Options {
   readonly maxChannels?: number | undefined
   /**
    * How many bytes may wait to be written to a client that does not read
-   * before it is disconnected (close code 1013); default 1 MiB.
+   * before it is disconnected; default 1 MiB.
    */
   readonly outboundBufferLimit?: number | undefined
   /** How many received frames may wait to be handled, by the socket or by one channel, before the connection is closed (1008); default 1,000. */
   readonly inboundQueueLimit?: number | undefined
 }
 
-/** @internal */
-export const resolveOptions = (options: Options = {}): Connection.Options => ({
-  heartbeatTimeout: Duration.decode(options.heartbeatTimeout ?? "60 seconds"),
-  maxChannels: options.maxChannels ?? 100,
-  maxFrameSize: options.maxFrameSize ?? 1024 * 1024,
-  outboundBufferLimit: options.outboundBufferLimit ?? 1024 * 1024,
-  inboundQueueLimit: options.inboundQueueLimit ?? 1000
-})
-
-const originAllowed = (check: CheckOrigin, origin: string, request: ConnectRequest): boolean => {
-  if (check === false) return true
-  if (typeof check === "function") return check(origin, request)
-  const parsed = parseOrigin(origin)
-  if (parsed === undefined) return false
-  if (check === true) return parsed.host === request.headers["host"]
-  return check.some((allowed) => {
-    const rule = parseOrigin(allowed.startsWith("//") ? `any:${allowed}` : allowed)
-    if (rule === undefined) return false
-    if (rule.scheme !== "any:" && rule.scheme !== parsed.scheme) return false
-    if (rule.port !== "" && rule.port !== parsed.port) return false
-    return rule.hostname.startsWith("*.")
-      ? parsed.hostname.endsWith(rule.hostname.slice(1))
-      : rule.hostname === parsed.hostname
-  })
+/**
+ * What admission reads of a request, as a transport's server gives it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectRequest {
+  readonly transport: ConnectInfo["transport"]
+  /** The request's URL (a path and query string will do): `vsn` and the connect parameters. */
+  readonly url: string
+  /** The request headers, lower-case names. */
+  readonly headers: Readonly<Record<string, string | undefined>>
+  readonly remoteAddress: Option.Option<string>
+  /** The token the client offered, decoded. */
+  readonly authToken: Option.Option<string>
 }
 
-const parseOrigin = (origin: string) => {
-  try {
-    const url = new URL(origin)
-    return { scheme: url.protocol, host: url.host, hostname: url.hostname, port: url.port }
-  } catch {
-    return undefined
+/**
+ * A request the socket refused, with the HTTP status to answer: 400 (not a
+ * request for this transport), 403 (`vsn`, origin, or `connect` refused),
+ * 500 (`connect` failed).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class Refused extends Data.TaggedError("Refused")<{
+  readonly status: number
+}> {}
+
+/**
+ * A connection accepted on a transport.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Accepted {
+  /** Handles the connection's frames until its transport closes; run it once, in the connection's fiber. */
+  readonly run: Effect.Effect<void>
+}
+
+const TypeId: unique symbol = Symbol.for("@effect-channels/ChannelSocket")
+
+/**
+ * A socket: its options, and the handler, broker and broadcaster its
+ * connections run with, read once when it is made.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ChannelSocket {
+  readonly [TypeId]: typeof TypeId
+  /** Where it is mounted, e.g. `/socket`. */
+  readonly path: `/${string}`
+  /** The largest frame it accepts, in bytes: a transport's server enforces it as early as it can. */
+  readonly maxFrameSize: number
+  /**
+   * Admits `request` (`vsn`, origin, the handler's `connect`) and, once
+   * admitted, opens its transport with `open` and serves the connection on
+   * it. What is opened goes to `scope`, which the caller closes when the
+   * connection's `run` has ended. Fails with {@link Refused} before `open`
+   * is called, or with what `open` fails with.
+   */
+  readonly accept: <E, R>(
+    request: ConnectRequest,
+    open: (scope: Scope.Scope) => Effect.Effect<Opened, E, R>,
+    scope: Scope.Scope
+  ) => Effect.Effect<Accepted, Refused | E, R>
+}
+
+class ChannelSocketImpl implements ChannelSocket {
+  readonly [TypeId]: typeof TypeId = TypeId
+  constructor(readonly options: internal.Resolved, readonly services: internal.Services) {}
+  get path() {
+    return this.options.path
+  }
+  get maxFrameSize() {
+    return this.options.maxFrameSize
+  }
+  accept<E, R>(
+    request: ConnectRequest,
+    open: (scope: Scope.Scope) => Effect.Effect<Opened, E, R>,
+    scope: Scope.Scope
+  ): Effect.Effect<Accepted, Refused | E, R> {
+    return Effect.mapError(
+      internal.accept(request, open, scope, this.options, this.services),
+      (error) => isRefusal(error) ? new Refused({ status: error.status }) : error
+    )
+  }
+  toJSON() {
+    return { _id: "ChannelSocket", path: this.options.path }
   }
 }
+
+const isRefusal = (u: unknown): u is internal.Refusal =>
+  typeof u === "object" && u !== null && "status" in u && "refused" in u
+
+/**
+ * Makes a socket with `options`, for the handler, broker and broadcaster in
+ * context.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: Options = {}
+): Effect.Effect<ChannelSocket, never, ChannelHandler | Broker | ChannelBroadcaster> =>
+  Effect.map(
+    Effect.all({ handler: ChannelHandler, broker: Broker, broadcaster: ChannelBroadcaster }),
+    (services) => new ChannelSocketImpl(internal.resolveOptions(options), services)
+  )
 
 const authTokenPrefix = "base64url.bearer.phx."
 
@@ -144,124 +226,72 @@ export const authTokenFromProtocols = (header: string | undefined): Option.Optio
 }
 
 /**
- * What admission reads of a request: the transports give it their own.
+ * The {@link ConnectRequest} of a WebSocket upgrade request, or a refusal
+ * (400) for anything but a `GET`: what every WebSocket server checks before
+ * `accept`. `upgrade` is the request's `Upgrade` header where the server
+ * has not checked it already.
  *
  * @since 0.1.0
- * @category models
+ * @category utils
  */
-export interface ConnectRequest {
+export const websocketRequest = (request: {
+  readonly method: string
   readonly url: string
   readonly headers: Readonly<Record<string, string | undefined>>
   readonly remoteAddress: Option.Option<string>
-}
-
-/** @internal */
-export interface Admitted {
-  readonly serializer: Serializer.Serializer
-  readonly connectInfo: ConnectInfo
-  readonly connected: Connected
-}
-
-/**
- * Everything a transport checks before it opens a connection: the serializer
- * for `vsn`, the origin, and the handler's `connect`. Fails with the HTTP
- * status that refuses the request.
- *
- * @internal
- */
-export const admit = (
-  request: ConnectRequest,
-  transport: ConnectInfo["transport"],
-  options: Options,
-  authToken: Option.Option<string>
-): Effect.Effect<Admitted, { readonly status: 403 | 500 }, ChannelHandler> =>
-  Effect.gen(function*() {
-    const url = new URL(request.url, "http://localhost")
-    const vsn = url.searchParams.get("vsn") ?? undefined
-    const serializer = Serializer.fromVsn(vsn)
-    if (Option.isNone(serializer)) {
-      yield* Effect.logDebug("refused: unsupported vsn", vsn)
-      return yield* Effect.fail(forbidden)
-    }
-    const origin = request.headers["origin"]
-    if (origin !== undefined && !originAllowed(options.checkOrigin ?? true, origin, request)) {
-      yield* Effect.logDebug("refused: origin not allowed", origin)
-      return yield* Effect.fail(forbidden)
-    }
-    const params: Record<string, string> = {}
-    for (const [key, value] of url.searchParams) {
-      if (key !== "vsn") params[key] = value
-    }
-    const connectInfo: ConnectInfo = {
-      transport,
-      vsn: serializer.value.vsn,
-      params,
+}): Effect.Effect<ConnectRequest, Refused> =>
+  request.method !== "GET" || request.headers["upgrade"]?.toLowerCase() !== "websocket"
+    ? Effect.fail(new Refused({ status: 400 }))
+    : Effect.succeed({
+      transport: "websocket",
+      url: request.url,
       headers: request.headers,
       remoteAddress: request.remoteAddress,
-      authToken
-    }
-    const handler = yield* ChannelHandler
-    const connected = yield* handler.connect(connectInfo).pipe(
-      Effect.catchAllCause((cause) => {
-        const refused = cause._tag === "Fail" && cause.error instanceof ConnectRefused
-        return Effect.zipRight(
-          refused
-            ? Effect.logDebug("connect refused", cause.error.reason)
-            : Effect.logError("connect failed", cause),
-          Effect.fail(refused ? forbidden : { status: 500 as const })
-        )
-      })
-    )
-    return { serializer: serializer.value, connectInfo, connected }
-  })
-
-const forbidden = { status: 403 as const }
-
-/**
- * Opens an admitted connection over an upgraded socket: its resources go to
- * `scope`, and it listens to the socket. Its `run` handles the frames until
- * the socket closes.
- *
- * @internal
- */
-export const open = (
-  scope: Scope.Scope,
-  socket: WebSocket.UpgradedSocket,
-  admitted: Admitted,
-  options: Connection.Options
-): Effect.Effect<Connection.Connection, never, ChannelHandler | Broker | ChannelBroadcaster> =>
-  Effect.tap(
-    Connection.make({
-      transport: socket.transport,
-      serializer: admitted.serializer,
-      connectInfo: admitted.connectInfo,
-      id: admitted.connected.id,
-      assigns: admitted.connected.assigns ?? {},
-      options
-    }, scope),
-    (connection) => Scope.extend(socket.listen(connection), scope)
-  )
-
-/**
- * Runs an admitted connection over an upgraded socket until the socket
- * closes, in the caller's fiber; its resources go to `scope`.
- *
- * @internal
- */
-export const serve = (
-  scope: Scope.Scope,
-  socket: WebSocket.UpgradedSocket,
-  admitted: Admitted,
-  options: Connection.Options
-): Effect.Effect<void, never, ChannelHandler | Broker | ChannelBroadcaster> =>
-  Effect.flatMap(open(scope, socket, admitted, options), (connection) => connection.run)
+      authToken: authTokenFromProtocols(request.headers["sec-websocket-protocol"])
+    })
 
 /** A refused upgrade: the connection is not reused, as the client would wait on it. */
 const refusal = (status: number) => HttpServerResponse.empty({ status, headers: Headers.fromInput({ connection: "close" }) })
 
 /**
- * The WebSocket endpoint as an HTTP handler: a `GET` with `Upgrade: websocket`
- * (anything else is 400).
+ * The WebSocket endpoint of `socket` as an HTTP handler: a `GET` with
+ * `Upgrade: websocket` (anything else is 400).
+ *
+ * @since 0.1.0
+ * @category handlers
+ */
+export const websocketOf = (
+  socket: ChannelSocket
+): Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest> =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const server = Option.getOrElse(yield* Effect.serviceOption(WebSocket.WebSocketServer), () => WebSocket.platform)
+    return yield* websocketRequest({
+      method: request.method,
+      url: request.url,
+      headers: request.headers,
+      remoteAddress: request.remoteAddress
+    }).pipe(
+      Effect.flatMap((connectRequest) =>
+        Effect.scopeWith((scope) =>
+          Effect.flatMap(
+            socket.accept(connectRequest, (scope) =>
+              Scope.extend(server.upgrade(request, { maxFrameSize: socket.maxFrameSize }), scope), scope),
+            (accepted) => accepted.run
+          )
+        ).pipe(Effect.scoped)
+      ),
+      Effect.as(HttpServerResponse.empty()),
+      Effect.catchAll((error) =>
+        error._tag === "Refused"
+          ? Effect.succeed(refusal(error.status))
+          : Effect.as(Effect.logWarning("websocket upgrade failed", error), HttpServerResponse.empty())
+      )
+    )
+  })
+
+/**
+ * The WebSocket endpoint as an HTTP handler, for a socket with `options`.
  *
  * @since 0.1.0
  * @category handlers
@@ -272,28 +302,7 @@ export const websocket = (
   HttpServerResponse.HttpServerResponse,
   never,
   HttpServerRequest.HttpServerRequest | ChannelHandler | Broker | ChannelBroadcaster
-> => {
-  const resolved = resolveOptions(options)
-  return Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const upgrade = Option.getOrUndefined(Headers.get(request.headers, "upgrade"))?.toLowerCase()
-    if (request.method !== "GET" || upgrade !== "websocket") return refusal(400)
-    const authToken = Option.flatMap(Headers.get(request.headers, "sec-websocket-protocol"), authTokenFromProtocols)
-    const admitted = yield* Effect.either(admit(request, "websocket", options, authToken))
-    if (admitted._tag === "Left") return refusal(admitted.left.status)
-    const server = Option.getOrElse(yield* Effect.serviceOption(WebSocket.WebSocketServer), () => WebSocket.platform)
-    yield* Effect.scopeWith((scope) =>
-      Effect.flatMap(
-        server.upgrade(request, { maxFrameSize: resolved.maxFrameSize }),
-        (socket) => serve(scope, socket, admitted.right, resolved)
-      )
-    ).pipe(
-      Effect.scoped,
-      Effect.catchAll((error) => Effect.logWarning("websocket upgrade failed", error))
-    )
-    return HttpServerResponse.empty()
-  })
-}
+> => Effect.flatMap(make(options), websocketOf)
 
 /**
  * An `HttpRouter` serving the socket at `path` (default `/socket`):

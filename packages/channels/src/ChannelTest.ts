@@ -50,14 +50,16 @@ import * as ChannelBroadcaster from "./ChannelBroadcaster.js"
 import type { ConnectInfo, SocketInfo } from "./ChannelConn.js"
 import type { ConnectRefused } from "./ChannelHandler.js"
 import { ChannelHandler } from "./ChannelHandler.js"
-import { resolveOptions } from "./ChannelSocket.js"
 import type * as ChannelSocket from "./ChannelSocket.js"
+import { Refused as ChannelSocketRefused } from "./ChannelSocket.js"
+import * as Socket from "./internal/socket.js"
 import * as ClientCodec from "./protocol/ClientCodec.js"
 import type { Broadcast, Frame, Outbound, Payload, Push, Reply, ReplyStatus } from "./protocol/Message.js"
 import type * as Presence from "./Presence.js"
 import * as Msg from "./protocol/Message.js"
 import * as Serializer from "./protocol/Serializer.js"
-import * as Connection from "./runtime/Connection.js"
+import type * as Connection from "./runtime/Connection.js"
+import type { Listener, Opened } from "./transport/Transport.js"
 
 /**
  * A failed assertion.
@@ -283,9 +285,12 @@ const fail = (message: string) => Effect.fail(new AssertionFailed({ message }))
 // Sockets
 
 /**
- * Connects a test socket: runs the handler's `connect` with `params` and
- * starts a connection that lives until {@link close}, a server-side close, or
- * the end of the scope.
+ * Connects a test socket: admits it as every transport is admitted (the
+ * handler's `connect` runs with `params`; `connectInfo` gives the rest of
+ * the request), then starts a connection that lives until {@link close}, a
+ * server-side close, or the end of the scope. Fails with the handler's
+ * `ConnectRefused`, or with `ChannelSocket.Refused` for any other refusal
+ * (500 for a `connect` that failed otherwise, as a transport would answer).
  *
  * @since 0.1.0
  * @category sockets
@@ -293,26 +298,29 @@ const fail = (message: string) => Effect.fail(new AssertionFailed({ message }))
 export const connect = (
   params: Readonly<Record<string, string>> = {},
   options: {
-    readonly connectInfo?: Partial<Omit<ConnectInfo, "params">> | undefined
+    readonly connectInfo?: Partial<Omit<ConnectInfo, "params" | "vsn">> | undefined
     readonly socket?: ChannelSocket.Options | undefined
   } = {}
 ): Effect.Effect<
   TestSocket,
-  ConnectRefused,
+  ConnectRefused | ChannelSocket.Refused,
   Scope.Scope | ChannelHandler | Broker | ChannelBroadcaster.ChannelBroadcaster
 > =>
   Effect.gen(function*() {
-    const handler = yield* ChannelHandler
-    const connectInfo: ConnectInfo = {
-      transport: "test",
-      vsn: "2.0.0",
-      headers: {},
-      remoteAddress: Option.none(),
-      authToken: Option.none(),
-      ...options.connectInfo,
-      params
+    const services = {
+      handler: yield* ChannelHandler,
+      broker: yield* Broker,
+      broadcaster: yield* ChannelBroadcaster.ChannelBroadcaster
     }
-    const connected = yield* handler.connect(connectInfo)
+    const info = options.connectInfo ?? {}
+    const query = new URLSearchParams({ ...params, vsn: Serializer.V2.vsn })
+    const request: Socket.Request = {
+      transport: info.transport ?? "test",
+      url: `/socket/websocket?${query}`,
+      headers: info.headers ?? {},
+      remoteAddress: info.remoteAddress ?? Option.none(),
+      authToken: info.authToken ?? Option.none()
+    }
     const mailbox = new Mailbox<Outbound>()
     const presences = new Map<string, Presence.State>()
     const history: Array<Outbound> = []
@@ -324,31 +332,40 @@ export const connect = (
       mailbox.add(message.right)
     }
     const end = yield* Deferred.make<Closed>()
-    const started = yield* Deferred.make<Connection.Connection>()
+    let listener: Listener | undefined
+    const opened: Opened = {
+      transport: {
+        send: receiveFrame,
+        sendAll: (frames) => frames.forEach(receiveFrame),
+        bufferedAmount: () => 0,
+        close: (code, reason) => {
+          Deferred.unsafeDone(end, Exit.succeed({ code, reason }))
+          listener?.onClose()
+        },
+        abort: () => {
+          Deferred.unsafeDone(end, Exit.succeed({ code: 1006, reason: "aborted" }))
+          listener?.onClose()
+        }
+      },
+      listen: (connectionListener) => Effect.sync(() => {
+        listener = connectionListener
+      })
+    }
+    const started = yield* Deferred.make<Connection.Connection, ConnectRefused | ChannelSocket.Refused>()
     const fiber = yield* Effect.forkScoped(Effect.scoped(Effect.gen(function*() {
       const scope = yield* Effect.scope
-      const connection: Connection.Connection = yield* Connection.make({
-        transport: {
-          send: receiveFrame,
-          sendAll: (frames) => frames.forEach(receiveFrame),
-          bufferedAmount: () => 0,
-          close: (code, reason) => {
-            Deferred.unsafeDone(end, Exit.succeed({ code, reason }))
-            connection.onClose()
-          },
-          abort: () => {
-            Deferred.unsafeDone(end, Exit.succeed({ code: 1006, reason: "aborted" }))
-            connection.onClose()
-          }
-        },
-        serializer: Serializer.V2,
-        connectInfo,
-        id: connected.id,
-        assigns: connected.assigns ?? {},
-        options: resolveOptions(options.socket)
-      }, scope)
-      yield* Deferred.succeed(started, connection)
-      yield* connection.run
+      const accepted = yield* Effect.either(
+        Socket.accept(request, () => Effect.succeed(opened), scope, Socket.resolveOptions(options.socket), services)
+      )
+      if (Either.isLeft(accepted)) {
+        const refusal = accepted.left
+        return yield* Effect.asVoid(Deferred.fail(
+          started,
+          refusal.refused ?? new ChannelSocketRefused({ status: refusal.status })
+        ))
+      }
+      yield* Deferred.succeed(started, accepted.right)
+      yield* accepted.right.run
     })))
     const connection = yield* Deferred.await(started)
     return {

@@ -37,7 +37,6 @@ import * as HttpServer from "@effect/platform/HttpServer"
 import type { ServeError } from "@effect/platform/HttpServerError"
 import type * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import type { Connection } from "@effect-channels/core/runtime/Connection"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
@@ -45,22 +44,15 @@ import type { LazyArg } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import type * as Http from "node:http"
+import * as Http from "node:http"
 import type * as Net from "node:net"
 import type { Duplex } from "node:stream"
 import * as Ws from "./internal/ws.js"
 
 type UpgradeHandler = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void
 
-const statusLines = {
-  400: "400 Bad Request",
-  403: "403 Forbidden",
-  500: "500 Internal Server Error",
-  503: "503 Service Unavailable"
-} as const
-
-const refuse = (socket: Duplex, status: keyof typeof statusLines) => {
-  socket.end(`HTTP/1.1 ${statusLines[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
+const refuse = (socket: Duplex, status: number) => {
+  socket.end(`HTTP/1.1 ${status} ${Http.STATUS_CODES[status] ?? ""}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
 }
 
 /**
@@ -94,19 +86,21 @@ const closingScope = <R>(scope: Scope.CloseableScope, effect: Effect.Effect<void
   }))
 
 /**
- * Serves an opened connection until it ends, then closes its scope. Made
+ * Serves an accepted connection until it ends, then closes its scope. Made
  * here, apart from the request, so that an open connection's fiber does not
  * hold the request; and only the connection's loop is in `closingScope`, so
  * that the fiber does not hold the effects that opened it either.
  */
-const serveIn = (scope: Scope.CloseableScope) => (connection: Connection | undefined): Effect.Effect<void> =>
-  connection === undefined ? Scope.close(scope, Exit.void) : closingScope(scope, connection.run)
+const serveIn = (scope: Scope.CloseableScope) => (accepted: ChannelSocket.Accepted | undefined): Effect.Effect<void> =>
+  accepted === undefined ? Scope.close(scope, Exit.void) : closingScope(scope, accepted.run)
 
-const connectRequest = (request: Http.IncomingMessage): ChannelSocket.ConnectRequest => ({
-  url: request.url ?? "/",
-  headers: { ...request.headers } as Readonly<Record<string, string | undefined>>,
-  remoteAddress: Option.fromNullable(request.socket.remoteAddress)
-})
+const connectRequest = (request: Http.IncomingMessage) =>
+  ChannelSocket.websocketRequest({
+    method: request.method ?? "GET",
+    url: request.url ?? "/",
+    headers: { ...request.headers } as Readonly<Record<string, string | undefined>>,
+    remoteAddress: Option.fromNullable(request.socket.remoteAddress)
+  })
 
 /**
  * @since 0.1.0
@@ -133,35 +127,23 @@ export const layer = (
   // closed (1001) before the server waits for its sockets to end.
   const socket = Layer.scopedDiscard(Effect.gen(function*() {
     yield* HttpServer.HttpServer
-    const resolved = ChannelSocket.resolveOptions(options)
-    const wss = yield* Effect.acquireRelease(Effect.sync(() => Ws.makeServer(resolved.maxFrameSize)), Ws.closeServer)
-    const run = yield* FiberSet.makeRuntime<ChannelHandler | Broker | ChannelBroadcaster>()
+    const channelSocket = yield* ChannelSocket.make(options)
+    const wss = yield* Effect.acquireRelease(Effect.sync(() => Ws.makeServer(channelSocket.maxFrameSize)), Ws.closeServer)
+    const run = yield* FiberSet.makeRuntime<never>()
     /** Admits, upgrades and opens the connection; nothing of the request is kept once it is open. */
     const open = (
       scope: Scope.Scope,
       request: Http.IncomingMessage,
       socket: Duplex,
       head: Buffer
-    ): Effect.Effect<Connection | undefined, never, ChannelHandler | Broker | ChannelBroadcaster> =>
-      Effect.gen(function*() {
-        if (request.method !== "GET") {
-          refuse(socket, 400)
+    ): Effect.Effect<ChannelSocket.Accepted | undefined> =>
+      connectRequest(request).pipe(
+        Effect.flatMap((connect) => channelSocket.accept(connect, (scope) => Ws.upgradeIn(scope, wss, request, socket, head), scope)),
+        Effect.catchTag("Refused", (refused) => Effect.sync(() => {
+          refuse(socket, refused.status)
           return undefined
-        }
-        const protocols = request.headers["sec-websocket-protocol"]
-        const admitted = yield* Effect.either(ChannelSocket.admit(
-          connectRequest(request),
-          "websocket",
-          options,
-          ChannelSocket.authTokenFromProtocols(protocols)
-        ))
-        if (admitted._tag === "Left") {
-          refuse(socket, admitted.left.status)
-          return undefined
-        }
-        const upgraded = yield* Ws.upgradeIn(scope, wss, request, socket, head)
-        return yield* ChannelSocket.open(scope, upgraded, admitted.right, resolved)
-      })
+        }))
+      )
     const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
       Effect.flatMap(Scope.make(), (scope) =>
         Effect.flatMap(

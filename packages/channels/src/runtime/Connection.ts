@@ -767,21 +767,27 @@ class SocketIdSubscriber implements Subscriber {
 }
 
 /**
- * Makes a connection whose resources go to `scope` (given, not read from the
- * context: providing a scope costs every connection a context of its own).
+ * Makes a connection whose resources go to `scope`, with the socket's
+ * services (given, not read from the context: providing them costs every
+ * connection a context of its own).
  *
  * @internal
  */
 export const make = (
   params: Params,
-  scope: Scope.Scope
-): Effect.Effect<Connection, never, ChannelHandler | Broker | ChannelBroadcaster> =>
+  scope: Scope.Scope,
+  services: {
+    readonly handler: ChannelHandler["Type"]
+    readonly broker: Broker["Type"]
+    readonly broadcaster: ChannelBroadcaster["Type"]
+  }
+): Effect.Effect<Connection> =>
   Effect.gen(function*() {
     const connection = new ConnectionImpl(
       params,
-      yield* ChannelHandler,
-      yield* Broker,
-      yield* ChannelBroadcaster,
+      services.handler,
+      services.broker,
+      services.broadcaster,
       scope,
       yield* Effect.clock
     )

@@ -7,6 +7,8 @@
  *
  * @since 0.1.0
  */
+import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import type { Frame } from "../protocol/Message.js"
 
 /**
@@ -36,6 +38,23 @@ export interface Transport {
 export interface Listener {
   readonly onFrame: (frame: Frame) => void
   readonly onClose: () => void
+}
+
+/**
+ * A transport once opened: what the runtime writes to, and how it listens.
+ * A transport's server makes one per connection and hands it to
+ * `ChannelSocket.accept`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Opened {
+  readonly transport: Transport
+  /**
+   * Starts telling `listener` the frames received, in order (those received
+   * before the call first), then the close.
+   */
+  readonly listen: (listener: Listener) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /**

@@ -18,7 +18,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
-import type { Listener, Transport } from "./Transport.js"
+import type { Opened, Transport } from "./Transport.js"
 
 /**
  * An upgraded WebSocket.
@@ -26,14 +26,7 @@ import type { Listener, Transport } from "./Transport.js"
  * @since 0.1.0
  * @category models
  */
-export interface UpgradedSocket {
-  readonly transport: Transport
-  /**
-   * Starts telling `listener` the frames received, in order (those received
-   * before the call first), then the close.
-   */
-  readonly listen: (listener: Listener) => Effect.Effect<void, never, Scope.Scope>
-}
+export type UpgradedSocket = Opened
 
 /**
  * @since 0.1.0
