@@ -285,7 +285,7 @@ export const websocketOf = (
       Effect.catchAll((error) =>
         error._tag === "Refused"
           ? Effect.succeed(refusal(error.status))
-          : Effect.as(Effect.logWarning("websocket upgrade failed", error), HttpServerResponse.empty())
+          : Effect.as(Effect.annotateLogs(Effect.logWarning("websocket upgrade failed"), "error", String(error)), HttpServerResponse.empty())
       )
     )
   })

@@ -6,9 +6,11 @@
 import { ChannelBroadcaster } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
 import * as HttpRouter from "@effect/platform/HttpRouter"
+import type { ServeError } from "@effect/platform/HttpServerError"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
@@ -51,6 +53,23 @@ export const router = HttpRouter.empty.pipe(
 export const channels = (options: LobbyChannel.Options = {}) =>
   LobbyChannel.layerWith(options).pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
 
+/** The server could not listen: the address, and why (`EADDRINUSE`, `EACCES`, ...). */
+export class ListenError extends Data.TaggedError("ListenError")<{
+  readonly host: string
+  readonly port: number
+  readonly code: string
+}> {
+  override get message() {
+    return `cannot listen on ${this.host}:${this.port}: ${this.code}`
+  }
+}
+
+const listenError = (host: string, port: number) => (error: ServeError) => {
+  const cause = error.cause as { readonly code?: unknown; readonly message?: unknown } | undefined
+  const code = typeof cause?.code === "string" ? cause.code : String(cause?.message ?? error.message)
+  return new ListenError({ host, port, code })
+}
+
 /** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */
 export const layer = (
   options: { readonly host: string; readonly port: number } & LobbyChannel.Options
@@ -58,6 +77,10 @@ export const layer = (
   router.pipe(
     HttpServer.serve(),
     HttpServer.withLogAddress,
-    Layer.provideMerge(NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, { path: "/socket" })),
+    Layer.provideMerge(
+      NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, { path: "/socket" }).pipe(
+        Layer.mapError(listenError(options.host, options.port))
+      )
+    ),
     Layer.provide(channels(options))
   )

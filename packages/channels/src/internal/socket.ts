@@ -124,12 +124,12 @@ export const admit = (
     const vsn = url.searchParams.get("vsn") ?? undefined
     const serializer = Serializer.fromVsn(vsn)
     if (Option.isNone(serializer)) {
-      yield* Effect.logDebug("refused: unsupported vsn", vsn)
+      yield* Effect.annotateLogs(Effect.logDebug("refused: unsupported vsn"), "vsn", String(vsn))
       return yield* Effect.fail(refusal(403))
     }
     const origin = request.headers["origin"]
     if (origin !== undefined && !originAllowed(options.checkOrigin, origin, request)) {
-      yield* Effect.logDebug("refused: origin not allowed", origin)
+      yield* Effect.annotateLogs(Effect.logDebug("refused: origin not allowed"), "origin", origin)
       return yield* Effect.fail(refusal(403))
     }
     const params: Record<string, string> = {}
@@ -148,7 +148,7 @@ export const admit = (
       Effect.catchAllCause((cause) => {
         const failure = Option.getOrUndefined(Cause.failureOption(cause))
         return isConnectRefused(failure)
-          ? Effect.zipRight(Effect.logDebug("connect refused", failure.reason), Effect.fail(refusal(403, failure)))
+          ? Effect.zipRight(Effect.annotateLogs(Effect.logDebug("connect refused"), "reason", failure.reason), Effect.fail(refusal(403, failure)))
           : Effect.zipRight(Effect.logError("connect failed", cause), Effect.fail(refusal(500)))
       })
     )

@@ -366,7 +366,7 @@ class ConnectionImpl implements Connection, Registration {
   send(message: Outbound): Effect.Effect<void> {
     return Effect.suspend(() => {
       const frame = this.serializer.encode(message)
-      if (Either.isLeft(frame)) return Effect.logWarning("message dropped", frame.left.reason)
+      if (Either.isLeft(frame)) return Effect.annotateLogs(Effect.logWarning("message dropped"), "reason", frame.left.reason)
       this.write(frame.right)
       return Effect.void
     })
@@ -598,7 +598,7 @@ class ConnectionImpl implements Connection, Registration {
   handleFrame(decoded: Decoded): Effect.Effect<void> {
     if (Either.isLeft(decoded)) {
       return Effect.zipRight(
-        Effect.logWarning("closing on a malformed frame", decoded.left.reason),
+        Effect.annotateLogs(Effect.logWarning("closing on a malformed frame"), "reason", decoded.left.reason),
         Effect.sync(() => this.close(CloseCode.invalidPayload, decoded.left.reason))
       ).pipe(Effect.annotateLogs("socket_id", this.logId))
     }
