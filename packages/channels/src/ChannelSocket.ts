@@ -81,6 +81,18 @@ export interface Options {
   readonly checkOrigin?: CheckOrigin | undefined
   /** The largest frame accepted, in bytes; default 1 MiB. Larger frames close the connection with 1009. */
   readonly maxFrameSize?: number | undefined
+  /**
+   * How deeply a received payload may nest arrays and objects (`{}` is 1);
+   * default 64. A frame nested deeper is malformed: the connection is closed
+   * with 1007 before any handler sees it.
+   */
+  readonly maxNestingDepth?: number | undefined
+  /**
+   * The largest message a channel sends, in bytes of its encoded frame;
+   * default `maxFrameSize`. `conn.push`, `conn.reply`, `conn.broadcast` and
+   * `conn.broadcastFrom` fail with `MessageTooLarge` past it, sending nothing.
+   */
+  readonly maxOutboundSize?: number | undefined
   /** How many channels one connection may join; default 100. */
   readonly maxChannels?: number | undefined
   /**

@@ -40,6 +40,8 @@ export interface Options {
   readonly heartbeatTimeout?: Duration.DurationInput | undefined
   readonly checkOrigin?: CheckOrigin | undefined
   readonly maxFrameSize?: number | undefined
+  readonly maxNestingDepth?: number | undefined
+  readonly maxOutboundSize?: number | undefined
   readonly maxChannels?: number | undefined
   readonly outboundBufferLimit?: number | undefined
   readonly inboundQueueLimit?: number | undefined
@@ -49,18 +51,24 @@ export interface Options {
 export interface Resolved extends Connection.Options {
   readonly path: `/${string}`
   readonly checkOrigin: CheckOrigin
+  readonly maxNestingDepth: number
 }
 
 /** @internal */
-export const resolveOptions = (options: Options = {}): Resolved => ({
-  path: options.path ?? "/socket",
-  checkOrigin: options.checkOrigin ?? true,
-  heartbeatTimeout: Duration.decode(options.heartbeatTimeout ?? "60 seconds"),
-  maxChannels: options.maxChannels ?? 100,
-  maxFrameSize: options.maxFrameSize ?? 1024 * 1024,
-  outboundBufferLimit: options.outboundBufferLimit ?? 1024 * 1024,
-  inboundQueueLimit: options.inboundQueueLimit ?? 1000
-})
+export const resolveOptions = (options: Options = {}): Resolved => {
+  const maxFrameSize = options.maxFrameSize ?? 1024 * 1024
+  return {
+    path: options.path ?? "/socket",
+    checkOrigin: options.checkOrigin ?? true,
+    heartbeatTimeout: Duration.decode(options.heartbeatTimeout ?? "60 seconds"),
+    maxChannels: options.maxChannels ?? 100,
+    maxFrameSize,
+    maxNestingDepth: options.maxNestingDepth ?? Serializer.defaultMaxNestingDepth,
+    maxOutboundSize: options.maxOutboundSize ?? maxFrameSize,
+    outboundBufferLimit: options.outboundBufferLimit ?? 1024 * 1024,
+    inboundQueueLimit: options.inboundQueueLimit ?? 1000
+  }
+}
 
 const originAllowed = (check: CheckOrigin, origin: string, request: Request): boolean => {
   if (check === false) return true
@@ -122,7 +130,7 @@ export const admit = (
   Effect.gen(function*() {
     const url = new URL(request.url, "http://localhost")
     const vsn = url.searchParams.get("vsn") ?? undefined
-    const serializer = Serializer.fromVsn(vsn)
+    const serializer = Serializer.fromVsn(vsn, { maxNestingDepth: options.maxNestingDepth })
     if (Option.isNone(serializer)) {
       yield* Effect.annotateLogs(Effect.logDebug("refused: unsupported vsn"), "vsn", String(vsn))
       return yield* Effect.fail(refusal(403))

@@ -48,7 +48,8 @@ import type { ChannelEvent } from "../ChannelEvent.js"
 import { InvalidPayload } from "../ChannelEvent.js"
 import type { Channel, Incoming } from "../ChannelHandler.js"
 import { ChannelHandler } from "../ChannelHandler.js"
-import type { Frame, Message, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
+import { broadcastRefusal, overLimit, refusal } from "../internal/frameSize.js"
+import type { Frame, Message, MessageTooLarge, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
 import * as Msg from "../protocol/Message.js"
 import type { MalformedMessage, Serializer } from "../protocol/Serializer.js"
 import type { Listener, Transport } from "../transport/Transport.js"
@@ -59,6 +60,7 @@ export interface Options {
   readonly heartbeatTimeout: Duration.Duration
   readonly maxChannels: number
   readonly maxFrameSize: number
+  readonly maxOutboundSize: number
   readonly outboundBufferLimit: number
   readonly inboundQueueLimit: number
 }
@@ -94,24 +96,6 @@ let counter = 0
 type Decoded = Either.Either<Message, MalformedMessage>
 
 const frameSize = (frame: Frame) => (typeof frame === "string" ? frame.length : frame.byteLength)
-
-/**
- * Whether a received frame is over the limit, which counts bytes: for a text
- * frame, its UTF-8 length. A UTF-16 unit takes 1 to 3 bytes, so the UTF-8
- * length is counted only when the string's length cannot decide.
- */
-const overLimit = (frame: Frame, limit: number): boolean => {
-  if (typeof frame !== "string") return frame.byteLength > limit
-  if (frame.length > limit) return true
-  if (frame.length * 3 <= limit) return false
-  let bytes = frame.length
-  for (let i = 0; i < frame.length; i++) {
-    const unit = frame.charCodeAt(i)
-    // Units past U+007F take 2 bytes, past U+07FF 3; a surrogate pair takes 4 for its 2 units.
-    if (unit >= 0x80) bytes += unit < 0x800 || (unit >= 0xd800 && unit <= 0xdfff) ? 1 : 2
-  }
-  return bytes > limit
-}
 
 const toEvent = (message: Message): ChannelEvent => ({
   topic: message.topic,
@@ -207,18 +191,26 @@ class ChannelImpl implements ChannelConn, Subscriber {
   reply(event: ChannelEvent, status: ReplyStatus, response: Payload = {}) {
     return event.ref === null || this.ended !== undefined
       ? Effect.void
-      : this.connection.send(Msg.reply(this.joinRef, event.ref, this.topic, status, response))
+      : this.connection.sendLimited(Msg.reply(this.joinRef, event.ref, this.topic, status, response), event.event)
   }
   push(event: string, payload: Payload = {}) {
-    return this.whenJoined(this.connection.send(Msg.push(this.joinRef, this.topic, event, payload)))
+    return Effect.suspend(() =>
+      this.ended !== undefined ? Effect.void : this.connection.sendLimited(Msg.push(this.joinRef, this.topic, event, payload), event, this)
+    )
   }
   broadcast(event: string, payload: Payload = {}) {
-    return this.whenJoined(this.connection.broker.publish(new Envelope(Msg.broadcast(this.topic, event, payload))))
+    return this.publish(new Envelope(Msg.broadcast(this.topic, event, payload)))
   }
   broadcastFrom(event: string, payload: Payload = {}) {
-    return this.whenJoined(
-      this.connection.broker.publish(new Envelope(Msg.broadcast(this.topic, event, payload), this.connection.id))
-    )
+    return this.publish(new Envelope(Msg.broadcast(this.topic, event, payload), this.connection.id))
+  }
+  /** Publishes a broadcast of the channel, refused at the call when it is too large. */
+  publish(envelope: Envelope): Effect.Effect<void, MessageTooLarge> {
+    return Effect.suspend(() => {
+      if (this.ended !== undefined) return Effect.void
+      const refused = broadcastRefusal(envelope, this.connection.options.maxOutboundSize)
+      return refused === undefined ? this.whenJoined(this.connection.broker.publish(envelope)) : Effect.fail(refused)
+    })
   }
   get leave() {
     return Effect.suspend(() =>
@@ -372,6 +364,22 @@ class ConnectionImpl implements Connection, Registration {
     })
   }
 
+  /**
+   * Sends what a handler pushes or replies, encoded at the call and refused
+   * there when over `maxOutboundSize`; a push of a channel whose join is
+   * running is written after the join reply.
+   */
+  sendLimited(message: Outbound, event: string, heldBy?: ChannelImpl): Effect.Effect<void, MessageTooLarge> {
+    return Effect.suspend(() => {
+      const frame = this.serializer.encode(message)
+      if (Either.isLeft(frame)) return Effect.logWarning("message dropped", frame.left.reason)
+      const refused = refusal(frame.right, message.topic, event, this.options.maxOutboundSize)
+      if (refused !== undefined) return Effect.fail(refused)
+      const write = Effect.sync(() => this.write(frame.right))
+      return heldBy === undefined ? write : heldBy.whenJoined(write)
+    })
+  }
+
   sendError(message: Message, joinRef: string | null, reason: Payload): Effect.Effect<void> {
     return this.send(Msg.reply(joinRef, message.ref, message.topic, "error", reason))
   }
@@ -463,7 +471,11 @@ class ConnectionImpl implements Connection, Registration {
     return Effect.catchAllCause(incoming(channel, event), (cause) => {
       if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
       const failure = Option.getOrUndefined(Cause.failureOption(cause))
-      if (isInvalidPayload(failure)) return channel.reply(event, "error", failure.response)
+      if (isInvalidPayload(failure)) {
+        // The error's message may quote the payload: too large, the reply says less.
+        return Effect.catchAll(channel.reply(event, "error", failure.response), () =>
+          this.send(Msg.reply(channel.joinRef, event.ref, channel.topic, "error", { reason: "invalid payload" })))
+      }
       return Effect.zipRight(Effect.logError("channel crashed", cause), this.terminateFromWithin(channel, "crashed"))
     })
   }
