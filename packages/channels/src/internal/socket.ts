@@ -17,6 +17,8 @@ import type { Connected, ConnectRefused } from "../ChannelHandler.js"
 import { ChannelHandler, isConnectRefused } from "../ChannelHandler.js"
 import * as Serializer from "../protocol/Serializer.js"
 import * as Connection from "../runtime/Connection.js"
+import type { Telemetry } from "./metrics.js"
+import { connectSpan } from "./metrics.js"
 import type { Opened } from "../transport/Transport.js"
 
 /** @internal */
@@ -160,6 +162,7 @@ export interface Services {
   readonly handler: ChannelHandler["Type"]
   readonly broker: Broker["Type"]
   readonly broadcaster: ChannelBroadcaster["Type"]
+  readonly telemetry: Telemetry
 }
 
 /**
@@ -170,6 +173,17 @@ export interface Services {
  * @internal
  */
 export const accept = <E, R>(
+  request: Request,
+  open: (scope: Scope.Scope, admitted: Admitted) => Effect.Effect<Opened, E, R>,
+  scope: Scope.Scope,
+  options: Resolved,
+  services: Services
+): Effect.Effect<Connection.Connection, Refusal | E, R> =>
+  services.telemetry.tracing
+    ? connectSpan(acceptUntraced(request, open, scope, options, services), request.transport, request.url)
+    : acceptUntraced(request, open, scope, options, services)
+
+const acceptUntraced = <E, R>(
   request: Request,
   open: (scope: Scope.Scope, admitted: Admitted) => Effect.Effect<Opened, E, R>,
   scope: Scope.Scope,
