@@ -179,27 +179,23 @@ export const accept = <E, R>(
   options: Resolved,
   services: Services
 ): Effect.Effect<Connection.Connection, Refusal | E, R> =>
-  services.telemetry.tracing
-    ? connectSpan(acceptUntraced(request, open, scope, options, services), request.transport, request.url)
-    : acceptUntraced(request, open, scope, options, services)
-
-const acceptUntraced = <E, R>(
-  request: Request,
-  open: (scope: Scope.Scope, admitted: Admitted) => Effect.Effect<Opened, E, R>,
-  scope: Scope.Scope,
-  options: Resolved,
-  services: Services
-): Effect.Effect<Connection.Connection, Refusal | E, R> =>
-  Effect.flatMap(admit(request, options, services.handler), (admitted) =>
-    Effect.flatMap(open(scope, admitted), (opened) =>
-      Effect.tap(
-        Connection.make({
-          transport: opened.transport,
-          serializer: admitted.serializer,
-          connectInfo: admitted.connectInfo,
-          id: admitted.connected.id,
-          assigns: admitted.connected.assigns ?? {},
-          options
-        }, scope, services),
-        (connection) => Scope.extend(opened.listen(connection), scope)
-      )))
+  // The span is admission's only: what is forked while it is open (the
+  // transport's listener) would hold it for the life of the connection.
+  Effect.flatMap(
+    services.telemetry.tracing
+      ? connectSpan(admit(request, options, services.handler), request.transport, request.url)
+      : admit(request, options, services.handler),
+    (admitted) =>
+      Effect.flatMap(open(scope, admitted), (opened) =>
+        Effect.tap(
+          Connection.make({
+            transport: opened.transport,
+            serializer: admitted.serializer,
+            connectInfo: admitted.connectInfo,
+            id: admitted.connected.id,
+            assigns: admitted.connected.assigns ?? {},
+            options
+          }, scope, services),
+          (connection) => Scope.extend(opened.listen(connection), scope)
+        ))
+  )
