@@ -1,10 +1,12 @@
 import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as RcMap from "effect/RcMap"
 import * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
 import type { Envelope, Service, Subscriber } from "../Broker.js"
 import * as Telemetry from "./metrics.js"
 
@@ -17,13 +19,18 @@ interface Topic {
   readonly subscribers: Set<Subscriber>
 }
 
+const withoutParentSpan = (context: Context.Context<never>): Context.Context<never> =>
+  Context.omit(Tracer.ParentSpan)(context)
+
 const makeTopic = (metrics: boolean) => Effect.gen(function*() {
   const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<Envelope>(), PubSub.shutdown)
   const subscription = yield* PubSub.subscribe(pubsub)
   const subscribers = new Set<Subscriber>()
   // Interruptible, though made inside `subscribe`'s uninterruptible region:
-  // the topic's scope interrupts it when the last subscriber leaves.
-  yield* Effect.forkScoped(Effect.interruptible(Effect.forever(Effect.map(
+  // the topic's scope interrupts it when the last subscriber leaves. Without
+  // the first subscriber's span (its join's), which it would hold for good
+  // and run every step under.
+  yield* Effect.forkScoped(Effect.mapInputContext(Effect.interruptible(Effect.forever(Effect.map(
     Queue.takeBetween(subscription, 1, Number.MAX_SAFE_INTEGER),
     (envelopes) => {
       const batch = Chunk.toReadonlyArray(envelopes)
@@ -40,7 +47,7 @@ const makeTopic = (metrics: boolean) => Effect.gen(function*() {
         Telemetry.flushFanout()
       }
     }
-  ))))
+  ))), withoutParentSpan))
   return { pubsub, subscribers } satisfies Topic
 })
 
