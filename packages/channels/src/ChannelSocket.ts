@@ -46,6 +46,7 @@ import { Broker } from "./Broker.js"
 import { ChannelBroadcaster } from "./ChannelBroadcaster.js"
 import type { ConnectInfo } from "./ChannelConn.js"
 import { ChannelHandler } from "./ChannelHandler.js"
+import { telemetry } from "./internal/metrics.js"
 import * as internal from "./internal/socket.js"
 import type { Opened } from "./transport/Transport.js"
 import * as WebSocket from "./transport/WebSocket.js"
@@ -211,7 +212,7 @@ export const make = (
   options: Options = {}
 ): Effect.Effect<ChannelSocket, never, ChannelHandler | Broker | ChannelBroadcaster> =>
   Effect.map(
-    Effect.all({ handler: ChannelHandler, broker: Broker, broadcaster: ChannelBroadcaster }),
+    Effect.all({ handler: ChannelHandler, broker: Broker, broadcaster: ChannelBroadcaster, telemetry }),
     (services) => new ChannelSocketImpl(internal.resolveOptions(options), services)
   )
 

@@ -52,6 +52,7 @@ import type { ConnectRefused } from "./ChannelHandler.js"
 import { ChannelHandler } from "./ChannelHandler.js"
 import type * as ChannelSocket from "./ChannelSocket.js"
 import { Refused as ChannelSocketRefused } from "./ChannelSocket.js"
+import { telemetry } from "./internal/metrics.js"
 import * as Socket from "./internal/socket.js"
 import * as ClientCodec from "./protocol/ClientCodec.js"
 import type { Broadcast, Frame, Outbound, Payload, Push, Reply, ReplyStatus } from "./protocol/Message.js"
@@ -286,7 +287,8 @@ export const connect = (
     const services = {
       handler: yield* ChannelHandler,
       broker: yield* Broker,
-      broadcaster: yield* ChannelBroadcaster.ChannelBroadcaster
+      broadcaster: yield* ChannelBroadcaster.ChannelBroadcaster,
+      telemetry: yield* telemetry
     }
     const info = options.connectInfo ?? {}
     const query = new URLSearchParams({ ...params, vsn: Serializer.V2.vsn })

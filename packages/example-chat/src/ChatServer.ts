@@ -1,9 +1,10 @@
 /**
  * The chat server as a layer: the lobby channel at `/socket` (WebSocket at
  * `/socket/websocket`), `PUT /broadcast` to post into the lobby from outside
- * any channel, and the chat page at `/`.
+ * any channel, the chat page at `/`, and `GET /metrics` (Prometheus' text
+ * format) unless metrics are off.
  */
-import { ChannelBroadcaster } from "@effect-channels/core"
+import { ChannelBroadcaster, ChannelMetrics } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import type { ServeError } from "@effect/platform/HttpServerError"
@@ -19,6 +20,7 @@ import { createServer } from "node:http"
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import * as LobbyChannel from "./LobbyChannel.js"
+import * as Telemetry from "./Telemetry.js"
 
 const page = readFileSync(new URL("../public/index.html", import.meta.url), "utf8")
 const phoenixClient = readFileSync(
@@ -70,17 +72,32 @@ const listenError = (host: string, port: number) => (error: ServeError) => {
   return new ListenError({ host, port, code })
 }
 
+export interface Options extends LobbyChannel.Options {
+  readonly host: string
+  readonly port: number
+  /** Whether effect-channels records metrics, served at `GET /metrics` (default true). */
+  readonly metrics?: boolean | undefined
+  /** Where the socket's spans go (default: no tracer, no spans). */
+  readonly traces?: Telemetry.Traces | undefined
+}
+
 /** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */
-export const layer = (
-  options: { readonly host: string; readonly port: number } & LobbyChannel.Options
-) =>
-  router.pipe(
-    HttpServer.serve(),
-    HttpServer.withLogAddress,
-    Layer.provideMerge(
-      NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, { path: "/socket" }).pipe(
-        Layer.mapError(listenError(options.host, options.port))
-      )
-    ),
-    Layer.provide(channels(options))
-  )
+export const layer = (options: Options) => {
+  const served = (routes: typeof router) =>
+    routes.pipe(
+      HttpServer.serve(),
+      HttpServer.withLogAddress,
+      Layer.provideMerge(
+        NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, { path: "/socket" }).pipe(
+          Layer.mapError(listenError(options.host, options.port))
+        )
+      ),
+      Layer.provide(channels(options))
+    )
+  if (options.metrics === false) {
+    return served(router).pipe(Layer.provide(ChannelMetrics.layerDisabled))
+  }
+  const telemetry = Telemetry.make(options.traces ?? "none")
+  // Provided to the server and the channels, which see its tracer when they are made.
+  return served(router.pipe(telemetry.route)).pipe(Layer.provide(telemetry.layer))
+}

@@ -5,6 +5,8 @@
  * - `PORT`: 0 to 65535 (0: any free port); default 4000.
  * - `HOST`: the address to listen on; default 127.0.0.1.
  * - `CHAT_ANNOUNCE_JOINS`: `false` turns off the `user:entered` broadcast.
+ * - `CHAT_METRICS`: `false` turns off metrics (and `GET /metrics`).
+ * - `CHAT_TRACES`: where spans go: `none` (default), `console` or `discard`.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Config from "effect/Config"
@@ -14,6 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as ChatServer from "./ChatServer.js"
+import * as Telemetry from "./Telemetry.js"
 
 const port = Config.string("PORT").pipe(
   Config.withDefault("4000"),
@@ -27,7 +30,16 @@ const port = Config.string("PORT").pipe(
 const settings = Config.all({
   port,
   host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1")),
-  announceJoins: Config.map(Config.string("CHAT_ANNOUNCE_JOINS").pipe(Config.withDefault("true")), (value) => value !== "false")
+  announceJoins: Config.map(Config.string("CHAT_ANNOUNCE_JOINS").pipe(Config.withDefault("true")), (value) => value !== "false"),
+  metrics: Config.map(Config.string("CHAT_METRICS").pipe(Config.withDefault("true")), (value) => value !== "false"),
+  traces: Config.string("CHAT_TRACES").pipe(
+    Config.withDefault("none"),
+    Config.mapOrFail((value) =>
+      Telemetry.isTraces(value)
+        ? Either.right(value)
+        : Either.left(ConfigError.InvalidData([], `CHAT_TRACES must be none, console or discard, got ${JSON.stringify(value)}`))
+    )
+  )
 })
 
 /** The one line that says what is wrong. */

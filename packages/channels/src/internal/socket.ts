@@ -17,6 +17,8 @@ import type { Connected, ConnectRefused } from "../ChannelHandler.js"
 import { ChannelHandler, isConnectRefused } from "../ChannelHandler.js"
 import * as Serializer from "../protocol/Serializer.js"
 import * as Connection from "../runtime/Connection.js"
+import type { Telemetry } from "./metrics.js"
+import { connectSpan } from "./metrics.js"
 import type { Opened } from "../transport/Transport.js"
 
 /** @internal */
@@ -168,6 +170,7 @@ export interface Services {
   readonly handler: ChannelHandler["Type"]
   readonly broker: Broker["Type"]
   readonly broadcaster: ChannelBroadcaster["Type"]
+  readonly telemetry: Telemetry
 }
 
 /**
@@ -184,16 +187,23 @@ export const accept = <E, R>(
   options: Resolved,
   services: Services
 ): Effect.Effect<Connection.Connection, Refusal | E, R> =>
-  Effect.flatMap(admit(request, options, services.handler), (admitted) =>
-    Effect.flatMap(open(scope, admitted), (opened) =>
-      Effect.tap(
-        Connection.make({
-          transport: opened.transport,
-          serializer: admitted.serializer,
-          connectInfo: admitted.connectInfo,
-          id: admitted.connected.id,
-          assigns: admitted.connected.assigns ?? {},
-          options
-        }, scope, services),
-        (connection) => Scope.extend(opened.listen(connection), scope)
-      )))
+  // The span is admission's only: what is forked while it is open (the
+  // transport's listener) would hold it for the life of the connection.
+  Effect.flatMap(
+    services.telemetry.tracing
+      ? connectSpan(admit(request, options, services.handler), request.transport, request.url)
+      : admit(request, options, services.handler),
+    (admitted) =>
+      Effect.flatMap(open(scope, admitted), (opened) =>
+        Effect.tap(
+          Connection.make({
+            transport: opened.transport,
+            serializer: admitted.serializer,
+            connectInfo: admitted.connectInfo,
+            id: admitted.connected.id,
+            assigns: admitted.connected.assigns ?? {},
+            options
+          }, scope, services),
+          (connection) => Scope.extend(opened.listen(connection), scope)
+        ))
+  )

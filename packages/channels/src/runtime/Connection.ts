@@ -52,6 +52,7 @@ import { broadcastRefusal, overLimit, refusal } from "../internal/frameSize.js"
 import type { Frame, Message, MessageTooLarge, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
 import * as Msg from "../protocol/Message.js"
 import type { MalformedMessage, Serializer } from "../protocol/Serializer.js"
+import * as Telemetry from "../internal/metrics.js"
 import type { Listener, Transport } from "../transport/Transport.js"
 import { CloseCode } from "../transport/Transport.js"
 
@@ -165,7 +166,9 @@ class ChannelImpl implements ChannelConn, Subscriber {
     readonly connection: ConnectionImpl,
     readonly topic: string,
     readonly joinRef: string,
-    readonly hooks: Channel
+    readonly hooks: Channel,
+    /** The topic pattern its hooks serve, the label of its metrics. */
+    readonly pattern: string
   ) {}
 
   get socket(): SocketInfo {
@@ -307,6 +310,7 @@ class ConnectionImpl implements Connection, Registration {
     readonly handler: ChannelHandler["Type"],
     readonly broker: Broker["Type"],
     readonly broadcaster: ChannelBroadcaster["Type"],
+    readonly telemetry: Telemetry.Telemetry,
     readonly scope: Scope.Scope,
     readonly clock: Clock.Clock
   ) {
@@ -333,6 +337,7 @@ class ConnectionImpl implements Connection, Registration {
   close(code: number, reason: string): void {
     if (this.closed) return
     this.closed = true
+    this.telemetry.recorder.closed(this.transportOpen ? code : "remote")
     this.transport.close(code, reason)
   }
 
@@ -340,6 +345,7 @@ class ConnectionImpl implements Connection, Registration {
   dropSlowClient(): void {
     if (this.closed) return
     this.closed = true
+    this.telemetry.recorder.slowClientDropped()
     this.transport.abort()
   }
 
@@ -352,7 +358,9 @@ class ConnectionImpl implements Connection, Registration {
   }
 
   write(frame: Frame): void {
-    if (this.writable()) this.transport.send(frame)
+    if (!this.writable()) return
+    this.transport.send(frame)
+    this.telemetry.recorder.sent(frame)
   }
 
   send(message: Outbound): Effect.Effect<void> {
@@ -388,11 +396,15 @@ class ConnectionImpl implements Connection, Registration {
   writeBroadcasts(envelopes: ReadonlyArray<Envelope>): void {
     if (!this.writable()) return
     const { id, serializer, transport } = this
+    const { recorder } = this.telemetry
     if (envelopes.length === 1) {
       const envelope = envelopes[0]!
       if (envelope.except === id) return
       const frame = envelope.frame(serializer)
-      if (Either.isRight(frame)) transport.send(frame.right)
+      if (Either.isRight(frame)) {
+        transport.send(frame.right)
+        recorder.broadcastWritten(envelope, serializer)
+      }
       return
     }
     // Within the bound: past it, what fits is written and the client dropped.
@@ -409,6 +421,7 @@ class ConnectionImpl implements Connection, Registration {
         return this.dropSlowClient()
       }
       frames.push(frame.right)
+      recorder.broadcastWritten(envelope, serializer)
     }
     transport.sendAll(frames)
   }
@@ -430,6 +443,7 @@ class ConnectionImpl implements Connection, Registration {
       if (fiber !== undefined) steps.push(Effect.asVoid(Fiber.interrupt(fiber)))
       steps.push(this.broker.unsubscribe(channel.topic, channel))
       if (channel.allowed) {
+        this.telemetry.recorder.channelLeft(channel.pattern)
         steps.push(
           Effect.suspend(() => channel.hooks.leave(channel, channel.ended ?? "disconnected")).pipe(
             Effect.catchAllCause((cause) => Effect.logError("leave failed", cause)),
@@ -468,7 +482,10 @@ class ConnectionImpl implements Connection, Registration {
   }
 
   handleIncoming(channel: ChannelImpl, incoming: Incoming, event: ChannelEvent): Effect.Effect<void> {
-    return Effect.catchAllCause(incoming(channel, event), (cause) => {
+    const handled = this.telemetry.tracing
+      ? Telemetry.eventSpan(incoming(channel, event), channel.topic, event.event)
+      : incoming(channel, event)
+    return Effect.catchAllCause(handled, (cause) => {
       if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
       const failure = Option.getOrUndefined(Cause.failureOption(cause))
       if (isInvalidPayload(failure)) {
@@ -550,6 +567,12 @@ class ConnectionImpl implements Connection, Registration {
     })
   }
 
+  /** Counts a join's result, and notes it on the join's span. */
+  joinResult(result: Telemetry.JoinResult, pattern: string): Effect.Effect<void> {
+    this.telemetry.recorder.join(result, pattern)
+    return this.telemetry.tracing ? Telemetry.annotateJoin(result, pattern) : Effect.void
+  }
+
   join(message: Message): Effect.Effect<void> {
     const connection = this
     const { topic } = message
@@ -562,12 +585,15 @@ class ConnectionImpl implements Connection, Registration {
       const hooks = connection.handler.channel(topic)
       if (hooks === undefined) {
         yield* Effect.logDebug("join to an unmatched topic")
+        yield* connection.joinResult("refused", Telemetry.unmatched)
         return yield* connection.sendError(message, message.joinRef, { reason: "unmatched topic" })
       }
+      const pattern = hooks.pattern ?? Telemetry.anyTopic
       if (connection.channels.size >= connection.options.maxChannels) {
+        yield* connection.joinResult("refused", pattern)
         return yield* connection.sendError(message, message.joinRef, { reason: "too many channels joined" })
       }
-      const channel = new ChannelImpl(connection, topic, message.joinRef ?? message.ref ?? "", hooks)
+      const channel = new ChannelImpl(connection, topic, message.joinRef ?? message.ref ?? "", hooks, pattern)
       // Subscribed before `join` runs, so that every broadcast published after
       // the hook read something (a presence state) reaches the client, after
       // the pushes made during `join`.
@@ -577,6 +603,7 @@ class ConnectionImpl implements Connection, Registration {
         channel.ended = "left"
         yield* connection.release(channel)
         if (Exit.isSuccess(exit)) {
+          yield* connection.joinResult("refused", pattern)
           return yield* connection.sendError(
             message,
             message.joinRef,
@@ -585,13 +612,17 @@ class ConnectionImpl implements Connection, Registration {
         }
         const failure = Cause.failureOption(exit.cause)
         if (Option.isSome(failure) && isInvalidPayload(failure.value)) {
+          yield* connection.joinResult("refused", pattern)
           return yield* connection.sendError(message, message.joinRef, failure.value.response)
         }
         yield* Effect.logError("join crashed", exit.cause)
+        yield* connection.joinResult("crashed", pattern)
         return yield* connection.sendError(message, message.joinRef, { reason: "join crashed" })
       }
       connection.channels.set(topic, channel)
       channel.allowed = true
+      connection.telemetry.recorder.channelJoined(pattern)
+      yield* connection.joinResult("allowed", pattern)
       yield* connection.send(Msg.reply(message.joinRef, message.ref, topic, "ok", exit.value.response))
       while (channel.held !== undefined) {
         const held = channel.held
@@ -618,7 +649,9 @@ class ConnectionImpl implements Connection, Registration {
     if (message.event === Msg.Events.heartbeat && message.topic === Msg.socketTopic) {
       return this.send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
     }
-    if (message.event === Msg.Events.join) return this.join(message)
+    if (message.event === Msg.Events.join) {
+      return this.telemetry.tracing ? Telemetry.joinSpan(this.join(message), message.topic) : this.join(message)
+    }
     const channel = this.channels.get(message.topic)
     if (channel === undefined) {
       return message.event === Msg.Events.leave
@@ -701,6 +734,7 @@ class ConnectionImpl implements Connection, Registration {
 
   onFrame(frame: Frame): void {
     if (this.closed) return
+    this.telemetry.recorder.received()
     if (overLimit(frame, this.options.maxFrameSize)) {
       return this.close(CloseCode.messageTooBig, "frame too large")
     }
@@ -735,7 +769,11 @@ class ConnectionImpl implements Connection, Registration {
    * `Effect.addFinalizer` would keep a copy of the fiber's refs with it.
    */
   get addFinalizer(): Effect.Effect<void> {
-    return Scope.addFinalizerExit(this.scope, () => this.finalize)
+    // Counted open in the same uninterruptible step as the finalizer that counts it closed.
+    return Effect.uninterruptible(Effect.suspend(() => {
+      this.telemetry.recorder.connectionOpened(this.socket.connectInfo.transport)
+      return Scope.addFinalizerExit(this.scope, () => this.finalize)
+    }))
   }
 
   /**
@@ -762,6 +800,7 @@ class ConnectionImpl implements Connection, Registration {
           )
         ),
         Effect.zipRight(this.broadcaster.unregister(this)),
+        Effect.zipRight(Effect.sync(() => this.telemetry.recorder.connectionClosed(this.socket.connectInfo.transport))),
         Effect.annotateLogs("socket_id", this.logId)
       )
     })
@@ -792,6 +831,7 @@ export const make = (
     readonly handler: ChannelHandler["Type"]
     readonly broker: Broker["Type"]
     readonly broadcaster: ChannelBroadcaster["Type"]
+    readonly telemetry: Telemetry.Telemetry
   }
 ): Effect.Effect<Connection> =>
   Effect.gen(function*() {
@@ -800,6 +840,7 @@ export const make = (
       services.handler,
       services.broker,
       services.broadcaster,
+      services.telemetry,
       scope,
       yield* Effect.clock
     )
