@@ -70,6 +70,7 @@ import * as Scope from "effect/Scope"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import type { Duplex } from "node:stream"
+import type * as WS from "ws"
 import * as Ws from "./internal/ws.js"
 
 type UpgradeHandler = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void
@@ -193,55 +194,55 @@ type Provided = HttpPlatform.HttpPlatform | Etag.Generator | NodeContext.NodeCon
 const drain = (fibers: FiberSet.FiberSet<void>, options: DrainOptions) => {
   const batchSize = Math.max(1, options.batchSize ?? 10_000)
   const interval = Duration.decode(options.batchInterval ?? "2 seconds")
-  return Effect.gen(function*() {
+  const batches = Effect.gen(function*() {
     const open = Array.from(fibers)
     for (let start = 0; start < open.length; start += batchSize) {
       if (start > 0) yield* Effect.sleep(interval)
       yield* Effect.forEach(open.slice(start, start + batchSize), Fiber.interruptFork, { discard: true })
     }
     yield* FiberSet.awaitEmpty(fibers)
-  }).pipe(Effect.timeoutOption(options.shutdown ?? "30 seconds"), Effect.asVoid)
+  })
+  // Finalizers run uninterruptibly: the batches are made interruptible so
+  // that the deadline can stop them.
+  return Effect.asVoid(Effect.timeoutOption(Effect.interruptible(batches), options.shutdown ?? "30 seconds"))
 }
 
 /**
- * Serves `socket` on upgrades, once the layer is up: admits, upgrades and
- * opens each connection in a fiber of its own; nothing of the request is
- * kept once it is open.
+ * Serves `channelSocket` on upgrades with the `ws` server `wss`: admits,
+ * upgrades and opens each connection in a fiber of its own; nothing of the
+ * request is kept once it is open.
  */
 const serveSocket = (
   channelSocket: ChannelSocket.ChannelSocket,
+  wss: WS.WebSocketServer,
   run: (effect: Effect.Effect<void>) => unknown
-) =>
-  Effect.map(
-    Effect.acquireRelease(Effect.sync(() => Ws.makeServer(channelSocket.maxFrameSize)), Ws.closeServer),
-    (wss): UpgradeHandler => {
-      const open = (
-        scope: Scope.Scope,
-        request: Http.IncomingMessage,
-        socket: Duplex,
-        head: Buffer
-      ): Effect.Effect<ChannelSocket.Accepted | undefined> =>
-        connectRequest(request).pipe(
-          Effect.flatMap((connect) =>
-            channelSocket.accept(connect, (scope) => Ws.upgradeIn(scope, wss, request, socket, head), scope)
-          ),
-          Effect.catchTag("Refused", (refused) =>
-            Effect.sync(() => {
-              refuse(socket, refused.status, refused.body)
-              return undefined
-            }))
-        )
-      const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
-        Effect.flatMap(Scope.make(), (scope) =>
-          Effect.flatMap(
-            Effect.onError(open(scope, request, socket, head), (cause) => Scope.close(scope, Exit.failCause(cause))),
-            serveIn(scope)
-          ))
-      return (request, socket, head) => {
-        run(connect(request, socket, head))
-      }
-    }
-  )
+): UpgradeHandler => {
+  const open = (
+    scope: Scope.Scope,
+    request: Http.IncomingMessage,
+    socket: Duplex,
+    head: Buffer
+  ): Effect.Effect<ChannelSocket.Accepted | undefined> =>
+    connectRequest(request).pipe(
+      Effect.flatMap((connect) =>
+        channelSocket.accept(connect, (scope) => Ws.upgradeIn(scope, wss, request, socket, head), scope)
+      ),
+      Effect.catchTag("Refused", (refused) =>
+        Effect.sync(() => {
+          refuse(socket, refused.status, refused.body)
+          return undefined
+        }))
+    )
+  const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
+    Effect.flatMap(Scope.make(), (scope) =>
+      Effect.flatMap(
+        Effect.onError(open(scope, request, socket, head), (cause) => Scope.close(scope, Exit.failCause(cause))),
+        serveIn(scope)
+      ))
+  return (request, socket, head) => {
+    run(connect(request, socket, head))
+  }
+}
 
 /**
  * A Node HTTP server on `listen` serving one socket with the
@@ -291,9 +292,13 @@ export function layer(
     const channelSockets = sockets === undefined
       ? [yield* ChannelSocket.make(options as Options)]
       : yield* Effect.forEach(sockets, ChannelSocket.makeMounted)
+    // Made before the connections' fibers, so closed after them: closing a
+    // `ws` server waits for its connections to end.
+    const servers = yield* Effect.forEach(channelSockets, (channelSocket) =>
+      Effect.acquireRelease(Effect.sync(() => Ws.makeServer(channelSocket.maxFrameSize)), Ws.closeServer))
     const fibers = yield* FiberSet.make<void>()
     const run = yield* FiberSet.runtime(fibers)<never>()
-    const handles = yield* Effect.forEach(channelSockets, (channelSocket) => serveSocket(channelSocket, run))
+    const handles = channelSockets.map((channelSocket, index) => serveSocket(channelSocket, servers[index]!, run))
     if (options.drain !== false) {
       const drainOptions = options.drain ?? {}
       yield* Effect.addFinalizer(() => drain(fibers, drainOptions))
