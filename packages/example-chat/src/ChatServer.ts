@@ -3,7 +3,7 @@
  * `/socket/websocket`), `PUT /broadcast` to post into the lobby from outside
  * any channel, and the chat page at `/`.
  */
-import { ChannelBroadcaster } from "@effect-channels/core"
+import { ChannelBroadcaster, type ChannelSocket } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -51,13 +51,25 @@ export const router = HttpRouter.empty.pipe(
 export const channels = (options: LobbyChannel.Options = {}) =>
   LobbyChannel.layerWith(options).pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
 
-/** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */
+/**
+ * The chat served on a Node HTTP server listening on `host:port` (port 0: any
+ * free port); `logLevel` is the socket's (each connect is logged at it).
+ */
 export const layer = (
-  options: { readonly host: string; readonly port: number } & LobbyChannel.Options
+  options: {
+    readonly host: string
+    readonly port: number
+    readonly logLevel?: ChannelSocket.LogLevel | undefined
+  } & LobbyChannel.Options
 ) =>
   router.pipe(
     HttpServer.serve(),
     HttpServer.withLogAddress,
-    Layer.provideMerge(NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, { path: "/socket" })),
+    Layer.provideMerge(
+      NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, {
+        path: "/socket",
+        logLevel: options.logLevel
+      })
+    ),
     Layer.provide(channels(options))
   )

@@ -205,17 +205,18 @@ const named = (name: string) => {
   return { layer, disconnects }
 }
 
-/** A service both sockets' handlers use, to see that a layer shared by both is built once. */
+/** A service the sockets' handlers use, to see that a layer they share is built once. */
 class Greeting extends Context.Tag("test/Greeting")<Greeting, { readonly text: string }>() {}
 
 /**
  * Serves `mounts` on one server, the way `transport` says: `NodeChannelServer`
- * with `sockets`, or `ChannelSocket.routerOf` (with `ws`, or the portable server).
+ * with `sockets`, or `ChannelSocket.routerOf` (with `ws`, or the portable
+ * server); `outer` provides what the handlers require from outside.
  */
 const startSockets = <const M extends ReadonlyArray<ChannelSocket.Mount<never, Greeting | ChannelBroadcaster.ChannelBroadcaster>>>(
   transport: Transport,
   mounts: M,
-  greeting: Layer.Layer<Greeting>
+  outer: Layer.Layer<Greeting>
 ) =>
   Effect.gen(function*() {
     const listen = { port: 0, host: "127.0.0.1" }
@@ -228,7 +229,7 @@ const startSockets = <const M extends ReadonlyArray<ChannelSocket.Mount<never, G
         Layer.provideMerge(NodeHttpServer.layer(createServer, listen))
       )
     const context = yield* Layer.build(
-      served.pipe(Layer.provide(greeting), Layer.provideMerge(ChannelBroadcaster.layerLocal))
+      served.pipe(Layer.provide(outer), Layer.provideMerge(ChannelBroadcaster.layerLocal))
     ).pipe(Effect.orDie)
     const address = Context.get(context, HttpServer.HttpServer).address
     if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")
@@ -236,23 +237,24 @@ const startSockets = <const M extends ReadonlyArray<ChannelSocket.Mount<never, G
   })
 
 describe.each(transports)("several sockets over %s", (transport) => {
-  it.scopedLive("each socket serves its path with its own handler and options; a layer both use is built once", () =>
+  it.scopedLive("each socket serves its path with its own handler and options; a layer the handlers share is built once", () =>
     Effect.gen(function*() {
       let builds = 0
       const greeting = Layer.sync(Greeting, () => {
         builds++
         return { text: "hello" }
       })
+      // Each handler layer is provided the same greeting layer: built once, as in any layer graph.
       const greeted = (name: string) =>
         ChannelHandler.layer({
           join: (conn) => Effect.map(Greeting, (greeting) => conn.allowJoin({ socket: name, greeting: greeting.text }))
-        })
+        }).pipe(Layer.provide(greeting))
       const admin = named("admin")
       const server = yield* startSockets(transport, [
         ChannelSocket.mount(greeted("users"), { path: "/socket", logLevel: false }),
         ChannelSocket.mount(greeted("live"), { path: "/live", logLevel: false, maxChannels: 1 }),
         ChannelSocket.mount(admin.layer, { path: "/admin", logLevel: false, checkOrigin: ["https://admin.example"] })
-      ], greeting)
+      ], Layer.succeed(Greeting, { text: "from outside" }))
       const base = `ws://127.0.0.1:${server.port}`
       const [, users] = yield* join(yield* socket(`${base}/socket`), "room:1")
       expect(users).toEqual({ socket: "users", greeting: "hello" })
