@@ -23,7 +23,8 @@
  * query parameter picks the serializer (anything but `1.x`, `2.x` or none is
  * refused with 403), the `Origin` header must be allowed (403), then the
  * handler's `connect` runs with the other query parameters as connect
- * parameters and the auth token the client offered (refused: 403).
+ * parameters, the URI, the peer, the auth token the client offered and the
+ * headers the socket's `connectInfo` option keeps (none by default).
  *
  * A refusal by `connect` is answered with the status and body of its
  * `ConnectRefused` (403 and empty by default). Each connect is logged as
