@@ -314,6 +314,7 @@ const drainingServer = (drain: NodeChannelServer.DrainOptions | false) =>
       disconnect: (socket) => Effect.sync(() => disconnects.push(socket.connectInfo.params["n"] ?? "?"))
     })
     const scope = yield* Scope.make()
+    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
     const context = yield* Layer.buildWithScope(
       HttpServer.serve(HttpRouter.empty).pipe(
         Layer.provideMerge(
@@ -324,7 +325,6 @@ const drainingServer = (drain: NodeChannelServer.DrainOptions | false) =>
       ),
       scope
     ).pipe(Effect.orDie)
-    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
     const address = Context.get(context, HttpServer.HttpServer).address
     if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")
     const broadcaster = Context.get(context, ChannelBroadcaster.ChannelBroadcaster)
@@ -340,6 +340,7 @@ const drainingServer = (drain: NodeChannelServer.DrainOptions | false) =>
 describe("draining on shutdown (NodeChannelServer)", () => {
   it.scopedLive("the connections are closed (1001) in batches of batchSize, batchInterval apart; disconnect runs for each", () =>
     Effect.gen(function*() {
+      const logs = yield* captureLogs
       const server = yield* drainingServer({ batchSize: 2, batchInterval: "600 millis", shutdown: "10 seconds" })
       const clients = yield* watchedClients(server.url, 6)
       yield* eventually(server.broadcaster.connected, (n) => n === 6)
@@ -353,6 +354,8 @@ describe("draining on shutdown (NodeChannelServer)", () => {
       expect(at[5]!).toBeGreaterThanOrEqual(1150)
       expect(millis).toBeLessThan(10_000)
       expect(server.disconnects.sort()).toEqual(["0", "1", "2", "3", "4", "5"])
+      expect(logs.filter((log) => log.message.startsWith("Shutting down")).map((log) => log.message))
+        .toEqual(["Shutting down 6 sockets in 3 rounds of 600ms"])
     }), 30_000)
 
   it.scopedLive("what is still open at the shutdown deadline is closed at once", () =>
@@ -372,6 +375,15 @@ describe("draining on shutdown (NodeChannelServer)", () => {
       expect(millis).toBeLessThan(1500 + 2000 + 1000)
       expect(server.disconnects.sort()).toEqual(["0", "1", "2", "3"])
     }), 30_000)
+
+  it.scopedLive("a batchSize that is not a positive integer fails the server's layer, with the reason", () =>
+    Effect.gen(function*() {
+      for (const batchSize of [0, -1, 1.5, Number.NaN]) {
+        const exit = yield* Effect.exit(Effect.scoped(drainingServer({ batchSize })))
+        expect(Exit.isFailure(exit)).toBe(true)
+        expect(String(exit._tag === "Failure" ? exit.cause : "")).toContain("drain.batchSize must be a positive integer")
+      }
+    }))
 
   it.scopedLive("drain: false closes every connection at once", () =>
     Effect.gen(function*() {

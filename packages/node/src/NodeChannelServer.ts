@@ -192,10 +192,17 @@ type Provided = HttpPlatform.HttpPlatform | Etag.Generator | NodeContext.NodeCon
  * all within the deadline; those left are interrupted by the `FiberSet`.
  */
 const drain = (fibers: FiberSet.FiberSet<void>, options: DrainOptions) => {
-  const batchSize = Math.max(1, options.batchSize ?? 10_000)
+  const batchSize = options.batchSize ?? 10_000
   const interval = Duration.decode(options.batchInterval ?? "2 seconds")
   const batches = Effect.gen(function*() {
     const open = Array.from(fibers)
+    if (open.length === 0) return
+    // Phoenix's drainer says the same.
+    yield* Effect.logInfo(
+      `Shutting down ${open.length} sockets in ${Math.ceil(open.length / batchSize)} rounds of ${
+        Duration.toMillis(interval)
+      }ms`
+    )
     for (let start = 0; start < open.length; start += batchSize) {
       if (start > 0) yield* Effect.sleep(interval)
       yield* Effect.forEach(open.slice(start, start + batchSize), Fiber.interruptFork, { discard: true })
@@ -277,6 +284,10 @@ export function layer(
     : sockets.map((mounted) => mounted.options.path ?? "/socket")
   const duplicate = paths.find((path, index) => paths.indexOf(path) !== index)
   if (duplicate !== undefined) return Layer.die(new Error(`NodeChannelServer: two sockets at ${duplicate}`))
+  const batchSize = options.drain === false ? undefined : options.drain?.batchSize
+  if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize > 0)) {
+    return Layer.die(new Error(`NodeChannelServer: drain.batchSize must be a positive integer, not ${batchSize}`))
+  }
   // Upgrades are taken from the moment the server exists; until the sockets'
   // layer is up (a few milliseconds at start), they are refused with 503.
   const handlers = new Map(paths.map((path) => [`${path}/websocket`, { handle: unavailable }]))
