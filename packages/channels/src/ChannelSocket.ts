@@ -253,9 +253,12 @@ const isRefusal = (u: unknown): u is internal.Refusal =>
 export const make = (
   options: Options = {}
 ): Effect.Effect<ChannelSocket, never, ChannelHandler | Broker | ChannelBroadcaster> =>
+  makeResolved(internal.resolveOptions(options))
+
+const makeResolved = (resolved: internal.Resolved) =>
   Effect.map(
     Effect.all({ handler: ChannelHandler, broker: Broker, broadcaster: ChannelBroadcaster }),
-    (services) => new ChannelSocketImpl(internal.resolveOptions(options), services)
+    (services): ChannelSocket => new ChannelSocketImpl(resolved, services)
   )
 
 /**
@@ -446,7 +449,11 @@ export const websocket = (
   HttpServerResponse.HttpServerResponse,
   never,
   HttpServerRequest.HttpServerRequest | ChannelHandler | Broker | ChannelBroadcaster
-> => Effect.flatMap(make(options), websocketOf)
+> => {
+  // Resolved once, not for every request.
+  const socket = makeResolved(internal.resolveOptions(options))
+  return Effect.flatMap(socket, websocketOf)
+}
 
 /**
  * An `HttpRouter` serving the socket at `path` (default `/socket`):
