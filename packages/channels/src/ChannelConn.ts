@@ -21,9 +21,40 @@ import type { ChannelEvent } from "./ChannelEvent.js"
 import type { MessageTooLarge, Payload, ReplyStatus } from "./protocol/Message.js"
 
 /**
- * What a connection was opened with: the transport, the connect parameters
- * (the query string less `vsn`), the request headers, the peer address and
- * the auth token a client offered.
+ * The URI a client connected to, as Phoenix's `connect_info[:uri]`: the
+ * scheme of the server's connection, the host and port of the `Host` header
+ * (or the scheme's default port), the path and the query string (without `?`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Uri {
+  readonly scheme: "http" | "https"
+  readonly host: string
+  readonly port: number
+  readonly path: string
+  readonly query: string
+}
+
+/**
+ * The client's end of the TCP connection, as Phoenix's `connect_info[:peer_data]`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Peer {
+  readonly address: string
+  /** 0 where the transport's server does not know it. */
+  readonly port: number
+}
+
+/**
+ * What a connection was opened with, as Phoenix's `connect_info`: the
+ * transport, the connect parameters (the query string less `vsn`), the URI,
+ * the peer, the auth token a client offered, and the request headers the
+ * socket keeps (its `connectInfo` option: none by default). The same object
+ * is given to `connect` and kept for the life of the connection, so nothing
+ * else of the request is held by an open connection.
  *
  * @since 0.1.0
  * @category models
@@ -32,8 +63,10 @@ export interface ConnectInfo {
   readonly transport: "websocket" | "longpoll" | "test"
   readonly vsn: string
   readonly params: Readonly<Record<string, string>>
-  readonly headers: Readonly<Record<string, string | undefined>>
-  readonly remoteAddress: Option.Option<string>
+  readonly uri: Uri
+  readonly peer: Option.Option<Peer>
+  /** The headers the socket's `connectInfo` option keeps, by lower-case name. */
+  readonly headers: Readonly<Record<string, string>>
   /** The token of the client's `authToken` option, decoded. */
   readonly authToken: Option.Option<string>
 }

@@ -16,7 +16,8 @@
  * handler's layer:
  *
  * - `connect(info)`: runs before the transport is opened. Fail with
- *   {@link ConnectRefused} to refuse (HTTP 403); succeed with a socket id and
+ *   {@link ConnectRefused} to refuse (HTTP 403, or the status and body it
+ *   carries); succeed with a socket id and
  *   socket assigns. Default: allow, no id.
  * - `join(conn, event)`: required, so that access control is always explicit.
  *   Return `conn.allowJoin(response)` or `conn.refuseJoin(reason)`. A failing
@@ -43,13 +44,31 @@ import type { ChannelConn, ConnectInfo, JoinResult, LeaveReason, SocketInfo } fr
 import type { ChannelEvent } from "./ChannelEvent.js"
 
 /**
- * A refused connection: the client gets HTTP 403.
+ * A refused connection, as Phoenix's socket `error_handler` answers it: the
+ * client gets the HTTP `status` (default 403) with `body` (default empty,
+ * sent as `text/plain`), on every transport: WebSocket upgrades are answered
+ * with that response, long-poll reports the status in its JSON. A status
+ * that is not 400 to 599 is answered 500, with an error log.
+ *
+ * ```ts
+ * connect: (info) =>
+ *   Effect.gen(function*() {
+ *     const wait = yield* secondsUntilAllowed(info.peer) // your rate limit
+ *     if (wait > 0) {
+ *       return yield* new ConnectRefused({ reason: "rate limited", status: 429, body: `retry after ${wait} s` })
+ *     }
+ *     return {}
+ *   })
+ * ```
  *
  * @since 0.1.0
  * @category errors
  */
 export class ConnectRefused extends Data.TaggedError("ConnectRefused")<{
+  /** Why, for logs and tests; not sent to the client. */
   readonly reason: string
+  readonly status?: number | undefined
+  readonly body?: string | undefined
 }> {}
 
 /**

@@ -4,7 +4,7 @@
  * any channel, the chat page at `/`, and `GET /metrics` (Prometheus' text
  * format) unless metrics are off.
  */
-import { ChannelBroadcaster, ChannelMetrics } from "@effect-channels/core"
+import { ChannelBroadcaster, ChannelMetrics, type ChannelSocket } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import type { ServeError } from "@effect/platform/HttpServerError"
@@ -79,6 +79,8 @@ export interface Options extends LobbyChannel.Options {
   readonly metrics?: boolean | undefined
   /** Where the socket's spans go (default: no tracer, no spans). */
   readonly traces?: Telemetry.Traces | undefined
+  /** The socket's log level: each connect is logged at it (default "Info"; `false`: not logged). */
+  readonly logLevel?: ChannelSocket.LogLevel | undefined
 }
 
 /** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */
@@ -88,7 +90,10 @@ export const layer = (options: Options) => {
       HttpServer.serve(),
       HttpServer.withLogAddress,
       Layer.provideMerge(
-        NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, { path: "/socket" }).pipe(
+        NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, {
+          path: "/socket",
+          logLevel: options.logLevel
+        }).pipe(
           Layer.mapError(listenError(options.host, options.port))
         )
       ),

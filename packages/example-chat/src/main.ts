@@ -5,6 +5,7 @@
  * - `PORT`: 0 to 65535 (0: any free port); default 4000.
  * - `HOST`: the address to listen on; default 127.0.0.1.
  * - `CHAT_ANNOUNCE_JOINS`: `false` turns off the `user:entered` broadcast.
+ * - `CHAT_LOG_CONNECTS`: `false` turns off the connect log (the benchmark's servers log nothing).
  * - `CHAT_METRICS`: `false` turns off metrics (and `GET /metrics`).
  * - `CHAT_TRACES`: where spans go: `none` (default), `console` or `discard`.
  */
@@ -31,6 +32,10 @@ const settings = Config.all({
   port,
   host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1")),
   announceJoins: Config.map(Config.string("CHAT_ANNOUNCE_JOINS").pipe(Config.withDefault("true")), (value) => value !== "false"),
+  logLevel: Config.map(
+    Config.string("CHAT_LOG_CONNECTS").pipe(Config.withDefault("true")),
+    (value): "Info" | false => value === "false" ? false : "Info"
+  ),
   metrics: Config.map(Config.string("CHAT_METRICS").pipe(Config.withDefault("true")), (value) => value !== "false"),
   traces: Config.string("CHAT_TRACES").pipe(
     Config.withDefault("none"),

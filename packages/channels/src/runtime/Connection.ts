@@ -25,8 +25,6 @@
  * and a parked fiber. Mailboxes, held pushes and channel scopes are made
  * when needed; logs are annotated around the work that logs rather than for
  * the life of the fiber.
- *
- * @internal
  */
 import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
