@@ -4,7 +4,7 @@
  * installed tracer with their names and attributes. The registry is
  * process-wide: each test reads the metrics before and after what it does.
  */
-import { ChannelHandler, ChannelMetrics, ChannelRouter, Presence } from "@effect-channels/core"
+import { ChannelMetrics, ChannelRouter, Presence } from "@effect-channels/core"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
