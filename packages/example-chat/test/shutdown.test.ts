@@ -214,7 +214,7 @@ interface Server {
 }
 
 /**
- * Runs `entry` (relative to the package) with `node --import tsx`, on a free
+ * Runs `entry` (relative to the package) with `node --import tsx` (workspace packages from source), on a free
  * port (PORT=0: the port is read from the "Listening on" log line); killed
  * with the scope if still running.
  */
@@ -222,6 +222,7 @@ const spawnServer = (entry: string): Effect.Effect<Server, never, Scope.Scope> =
   Effect.acquireRelease(
     bounded(
       Effect.async<Server>((resume) => {
+        // The workspace packages from their sources, as `pnpm start` runs them: no build needed.
         const child = spawn(process.execPath, ["--conditions=@effect-channels/source", "--import", "tsx", entry], {
           cwd: packageDir,
           env: { ...process.env, PORT: "0", HOST: "127.0.0.1" },

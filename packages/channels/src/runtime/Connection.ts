@@ -47,10 +47,10 @@ import { InvalidPayload } from "../ChannelEvent.js"
 import type { Channel, Incoming } from "../ChannelHandler.js"
 import { ChannelHandler } from "../ChannelHandler.js"
 import { broadcastRefusal, overLimit, refusal } from "../internal/frameSize.js"
+import * as Telemetry from "../internal/metrics.js"
 import type { Frame, Message, MessageTooLarge, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
 import * as Msg from "../protocol/Message.js"
 import type { MalformedMessage, Serializer } from "../protocol/Serializer.js"
-import * as Telemetry from "../internal/metrics.js"
 import type { Listener, Transport } from "../transport/Transport.js"
 import { CloseCode } from "../transport/Transport.js"
 
@@ -781,6 +781,7 @@ class ConnectionImpl implements Connection, Registration {
    */
   get finalize(): Effect.Effect<void> {
     return Effect.suspend(() => {
+      this.telemetry.recorder.connectionClosed(this.socket.connectInfo.transport)
       const channels = Array.from(this.channels.values()).reverse()
       this.channels.clear()
       for (const channel of channels) channel.ended ??= "disconnected"
@@ -798,7 +799,6 @@ class ConnectionImpl implements Connection, Registration {
           )
         ),
         Effect.zipRight(this.broadcaster.unregister(this)),
-        Effect.zipRight(Effect.sync(() => this.telemetry.recorder.connectionClosed(this.socket.connectInfo.transport))),
         Effect.annotateLogs("socket_id", this.logId)
       )
     })
