@@ -90,7 +90,37 @@ export interface Options {
   readonly outboundBufferLimit?: number | undefined
   /** How many received frames may wait to be handled, by the socket or by one channel, before the connection is closed (1008); default 1,000. */
   readonly inboundQueueLimit?: number | undefined
+  /**
+   * The level of the socket's logs, written through Effect's `Logger` as
+   * Phoenix writes them: each connect, each join (`JOINED <topic> in <time>`
+   * or `REFUSED JOIN ...`, with its parameters) and each handled event
+   * (`HANDLED <event> INCOMING ON <topic> in <time>`, with its payload).
+   * Phoenix's levels by default: connects and joins at `"Info"`, events at
+   * `"Debug"` (below Effect's default minimum level, so not printed unless
+   * it is lowered). A level sets connects and joins; an object sets each
+   * kind; `false` turns them off.
+   */
+  readonly logLevel?: LogLevel | false | {
+    readonly connect?: LogLevel | false | undefined
+    readonly join?: LogLevel | false | undefined
+    readonly event?: LogLevel | false | undefined
+  } | undefined
+  /**
+   * What is never logged of connect params, join params and event payloads,
+   * at any depth: the value of any key containing one of these strings shows
+   * as `"[FILTERED]"`; default `["password"]`, as Phoenix. `{ keep: [...] }`
+   * shows the values of those keys only.
+   */
+  readonly filterParameters?: ReadonlyArray<string> | { readonly keep: ReadonlyArray<string> } | undefined
 }
+
+/**
+ * A log level by name, as Effect's `LogLevel.Literal`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type LogLevel = "All" | "Fatal" | "Error" | "Warning" | "Info" | "Debug" | "Trace" | "None"
 
 /**
  * What admission reads of a request, as a transport's server gives it.

@@ -17,6 +17,8 @@ import type { Connected, ConnectRefused } from "../ChannelHandler.js"
 import { ChannelHandler, isConnectRefused } from "../ChannelHandler.js"
 import * as Serializer from "../protocol/Serializer.js"
 import * as Connection from "../runtime/Connection.js"
+import type { FilterParameters, LogLevelOption } from "./logging.js"
+import { defaultFilterParameters, resolveLogLevels } from "./logging.js"
 import type { Opened } from "../transport/Transport.js"
 
 /** @internal */
@@ -43,6 +45,8 @@ export interface Options {
   readonly maxChannels?: number | undefined
   readonly outboundBufferLimit?: number | undefined
   readonly inboundQueueLimit?: number | undefined
+  readonly logLevel?: LogLevelOption | undefined
+  readonly filterParameters?: FilterParameters | undefined
 }
 
 /** @internal */
@@ -59,7 +63,9 @@ export const resolveOptions = (options: Options = {}): Resolved => ({
   maxChannels: options.maxChannels ?? 100,
   maxFrameSize: options.maxFrameSize ?? 1024 * 1024,
   outboundBufferLimit: options.outboundBufferLimit ?? 1024 * 1024,
-  inboundQueueLimit: options.inboundQueueLimit ?? 1000
+  inboundQueueLimit: options.inboundQueueLimit ?? 1000,
+  logLevels: resolveLogLevels(options.logLevel),
+  filterParameters: options.filterParameters ?? defaultFilterParameters
 })
 
 const originAllowed = (check: CheckOrigin, origin: string, request: Request): boolean => {
