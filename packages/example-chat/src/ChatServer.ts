@@ -3,6 +3,7 @@
  * `/socket/websocket`), `PUT /broadcast` to post into the lobby from outside
  * any channel, and the chat page at `/`.
  */
+import type { ChannelSocket } from "@effect-channels/core"
 import { ChannelBroadcaster } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
 import * as HttpRouter from "@effect/platform/HttpRouter"
@@ -53,11 +54,16 @@ export const channels = (options: LobbyChannel.Options = {}) =>
 
 /** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */
 export const layer = (
-  options: { readonly host: string; readonly port: number } & LobbyChannel.Options
+  options:
+    & { readonly host: string; readonly port: number; readonly logLevel?: ChannelSocket.Options["logLevel"] }
+    & LobbyChannel.Options
 ) =>
   router.pipe(
     HttpServer.serve(),
     HttpServer.withLogAddress,
-    Layer.provideMerge(NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, { path: "/socket" })),
+    Layer.provideMerge(NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, {
+      path: "/socket",
+      logLevel: options.logLevel
+    })),
     Layer.provide(channels(options))
   )
