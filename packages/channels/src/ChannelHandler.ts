@@ -121,7 +121,14 @@ export interface Intercept<R = never> {
 export interface ChannelHooks<R = never> {
   readonly join: (conn: ChannelConn, event: ChannelEvent) => Effect.Effect<JoinResult, unknown, R>
   readonly incoming?: ((conn: ChannelConn, event: ChannelEvent) => Effect.Effect<void, unknown, R>) | undefined
+  /**
+   * Runs once for every allowed join, however the channel ends. While the
+   * transport is open, its pushes reach the client before the `phx_leave`
+   * reply and `phx_close`; its broadcasts reach the topic's other
+   * subscribers, after the transport has closed too. See the module's docs.
+   */
   readonly leave?: ((conn: ChannelConn, reason: LeaveReason) => Effect.Effect<void, unknown, R>) | undefined
+  /** Broadcast events this channel handles per recipient (Phoenix's `intercept`/`handle_out`). */
   readonly intercept?: Intercept<R> | undefined
 }
 

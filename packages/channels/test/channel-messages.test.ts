@@ -16,7 +16,7 @@ import * as Schedule from "effect/Schedule"
 import * as TestClock from "effect/TestClock"
 import { Log } from "./utils/log.js"
 
-const user = (conn: ChannelConn) => String(conn.socket.assigns["user"])
+const user = (conn: ChannelConn.ChannelConn) => String(conn.socket.assigns["user"])
 
 const Handler = ChannelHandler.layer({
   connect: (info) => Effect.succeed({ assigns: { user: info.params["user"] ?? "?" } }),
@@ -34,6 +34,12 @@ const Handler = ChannelHandler.layer({
         )
       }
       if (conn.topic.startsWith("inbox:")) yield* conn.subscribe(`mail:${user(conn)}`)
+      if (conn.topic === "inbox:early") {
+        // Delivered while the join is still running: held until its reply is out.
+        const broadcaster = yield* ChannelBroadcaster.ChannelBroadcaster
+        yield* broadcaster.broadcast(`mail:${user(conn)}`, "mail", { subject: "early" })
+        yield* Effect.repeatN(Effect.yieldNow(), 20)
+      }
       if (conn.topic === "clock:failing") yield* conn.fork(Effect.delay(Effect.fail("gone"), "3 seconds"))
       return conn.allowJoin()
     }),
@@ -48,7 +54,7 @@ const Handler = ChannelHandler.layer({
   leave: (conn, reason) => Effect.flatMap(Log, (log) => log.add(`leave ${conn.topic} ${reason}`))
 })
 
-const TestLayer = ChannelTest.layer.pipe(Layer.provideMerge(Handler), Layer.provideMerge(Log.Default))
+const TestLayer = Handler.pipe(Layer.provideMerge(ChannelTest.layer), Layer.provideMerge(Log.Default))
 
 const lines = Effect.flatMap(Log, (log) => log.lines)
 
@@ -107,6 +113,15 @@ describe("messages from outside the client", () => {
       expect(yield* broker.subscribers("mail:ada")).toBe(0)
       yield* broadcaster.broadcast("mail:ada", "mail", { subject: "late" })
       yield* ChannelTest.refutePush(socket, "mail")
+    }).pipe(Effect.provide(TestLayer)))
+
+  it.scoped("conn.subscribe in join: a broadcast delivered before the join reply follows it", () =>
+    Effect.gen(function*() {
+      const socket = yield* ChannelTest.connect({ user: "ada" })
+      const inbox = yield* ChannelTest.join(socket, "inbox:early")
+      yield* ChannelTest.assertPush(inbox, "mail", { subject: "early" })
+      expect(ChannelTest.received(socket).map((message) => message._tag === "Reply" ? "reply" : message.event))
+        .toEqual(["reply", "mail"])
     }).pipe(Effect.provide(TestLayer)))
 
   it.scoped("intercept: each recipient's handleOut decides, per recipient", () =>

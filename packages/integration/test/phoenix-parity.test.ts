@@ -24,7 +24,7 @@ import { connect, eventually } from "./utils/rawClient.js"
 import type { TestServer } from "./utils/server.js"
 import { startServer, transports } from "./utils/server.js"
 
-const userOf = (conn: ChannelConn) => String(conn.socket.assigns["user"])
+const userOf = (conn: ChannelConn.ChannelConn) => String(conn.socket.assigns["user"])
 
 /**
  * Phoenix's test `RoomChannel`, in our API: an after-join broadcast and push,
@@ -170,8 +170,12 @@ describe.each(transports)("Phoenix parity over %s", (transport) => {
         const socket = yield* phoenixSocket(server.socketUrl, { params: { user: "ada" } })
         const [room] = yield* joinChannel(socket, "room:1")
         const seen: Array<unknown> = []
-        room.on("you_left", (payload) => seen.push(payload))
-        room.onClose(() => seen.push("closed"))
+        room.on("you_left", (payload) => {
+          seen.push(payload)
+        })
+        room.onClose(() => {
+          seen.push("closed")
+        })
         room.push("go", {})
         yield* until((tick) => room.onClose(tick), () => seen.includes("closed"), "the channel's close")
         expect(seen).toEqual([{ message: "bye!" }, "closed"])

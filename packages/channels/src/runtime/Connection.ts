@@ -355,12 +355,18 @@ class Forward implements Subscriber {
   constructor(readonly channel: ChannelImpl) {}
   deliver(envelopes: ReadonlyArray<Envelope>): void {
     const { channel } = this
-    if (channel.phase !== Phase.Joined && channel.phase !== Phase.Leaving) return
+    if (channel.phase === Phase.Ended) return
     const connection = channel.connection
     for (const envelope of envelopes) {
       if (envelope.except === connection.id) continue
       const { event, payload } = envelope.message
-      const frame = connection.serializer.encode(Msg.push(channel.wireJoinRef, channel.topic, event, payload))
+      const push = Msg.push(channel.wireJoinRef, channel.topic, event, payload)
+      // Subscribed in `join`: what comes before the join reply is held with the channel's own pushes.
+      if (channel.phase < Phase.Joined) {
+        ;(channel.held ??= []).push(connection.send(push))
+        continue
+      }
+      const frame = connection.serializer.encode(push)
       if (Either.isRight(frame)) connection.write(frame.right)
     }
   }
