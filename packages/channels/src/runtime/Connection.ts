@@ -13,6 +13,11 @@
  * which sweeps every connection's last activity (a connection costs no timer
  * of its own).
  *
+ * A channel's lifecycle is one `phase` on its object (see `Phase`), and the
+ * dispatch rules of a received message are one function, `route`, used by
+ * the connection's fiber (`handleFrame`) and by the frames taken at once
+ * (`handleAtOnce`) alike.
+ *
  * The connection adds one finalizer to its scope, which ends every channel
  * (`leave` runs), closes the transport and runs `disconnect`, whatever ended
  * the connection. A channel ends the same way, without its connection: its
