@@ -327,7 +327,8 @@ class ChannelImpl implements ChannelConn, Subscriber {
       if (!intercepts.has(envelope.message.event) || envelope.except === this.connection.id) continue
       if (i > from) this.connection.writeBroadcasts(envelopes.slice(from, i))
       from = i + 1
-      this.connection.intercepted(this, envelope)
+      // A leaving channel handles nothing more: what it intercepts is dropped.
+      if (this.phase === Phase.Joined) this.connection.intercepted(this, envelope)
     }
     if (from === 0) this.connection.writeBroadcasts(envelopes)
     else if (from < envelopes.length) this.connection.writeBroadcasts(envelopes.slice(from))
