@@ -101,14 +101,6 @@ export interface KeptHeaders {
 }
 
 /**
- * The level of a socket's logs, or `false` for none, as Phoenix's `:log` option.
- *
- * @since 0.1.0
- * @category models
- */
-export type LogLevel = "Debug" | "Info" | "Warning" | "Error" | false
-
-/**
  * @since 0.1.0
  * @category models
  */
@@ -143,15 +135,38 @@ export interface Options {
   readonly inboundQueueLimit?: number | undefined
   /** The request headers a connection keeps; default none. */
   readonly connectInfo?: KeptHeaders | undefined
-  /** The level of the socket's logs (each connect, as Phoenix logs it); default `"Info"`, `false` for none. */
-  readonly logLevel?: LogLevel | undefined
   /**
-   * Parameters whose name contains one of these words (case-insensitively)
-   * are logged as `"[FILTERED]"`; default `["password"]`, as Phoenix's
-   * `filter_parameters`.
+   * The level of the socket's logs, written through Effect's `Logger` as
+   * Phoenix writes them: each connect, each join (`JOINED <topic> in <time>`
+   * or `REFUSED JOIN ...`, with its parameters) and each handled event
+   * (`HANDLED <event> INCOMING ON <topic> in <time>`, with its payload).
+   * Phoenix's levels by default: connects and joins at `"Info"`, events at
+   * `"Debug"` (below Effect's default minimum level, so not printed unless
+   * it is lowered). A level sets connects and joins; an object sets each
+   * kind; `false` turns them off.
    */
-  readonly filterParameters?: ReadonlyArray<string> | undefined
+  readonly logLevel?: LogLevel | false | {
+    readonly connect?: LogLevel | false | undefined
+    readonly join?: LogLevel | false | undefined
+    readonly event?: LogLevel | false | undefined
+  } | undefined
+  /**
+   * What is never logged of connect params, join params and event payloads,
+   * at any depth: the value of any key containing one of these strings shows
+   * as `"[FILTERED]"`; default `["password"]`, as Phoenix. `{ keep: [...] }`
+   * shows the values of those keys only.
+   */
+  readonly filterParameters?: ReadonlyArray<string> | { readonly keep: ReadonlyArray<string> } | undefined
 }
+
+/**
+ * A log level by name, as Effect's `LogLevel.Literal` (the `logLevel`
+ * option also takes `false`: no log).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type LogLevel = "All" | "Fatal" | "Error" | "Warning" | "Info" | "Debug" | "Trace" | "None"
 
 /**
  * What admission reads of a request, as a transport's server gives it.

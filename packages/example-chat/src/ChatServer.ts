@@ -79,8 +79,8 @@ export interface Options extends LobbyChannel.Options {
   readonly metrics?: boolean | undefined
   /** Where the socket's spans go (default: no tracer, no spans). */
   readonly traces?: Telemetry.Traces | undefined
-  /** The socket's log level: each connect is logged at it (default "Info"; `false`: not logged). */
-  readonly logLevel?: ChannelSocket.LogLevel | undefined
+  /** The socket's logs (connects and joins at Info by default; `false`: none). */
+  readonly logLevel?: ChannelSocket.Options["logLevel"]
 }
 
 /** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */

@@ -7,7 +7,6 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type { Broker } from "../Broker.js"
@@ -17,10 +16,11 @@ import type { Connected, ConnectRefused } from "../ChannelHandler.js"
 import { ChannelHandler, isConnectRefused } from "../ChannelHandler.js"
 import * as Serializer from "../protocol/Serializer.js"
 import * as Connection from "../runtime/Connection.js"
+import type { Opened } from "../transport/Transport.js"
+import type { FilterParameters, LogLevelOption } from "./logging.js"
+import { defaultFilterParameters, filterParams, resolveLogLevels } from "./logging.js"
 import type { Telemetry } from "./metrics.js"
 import { connectSpan } from "./metrics.js"
-import type { Opened } from "../transport/Transport.js"
-import { filterParams } from "./logging.js"
 
 /** @internal */
 export type CheckOrigin =
@@ -47,9 +47,6 @@ export interface KeptHeaders {
   readonly headers?: ReadonlyArray<string> | undefined
 }
 
-/** @internal */
-export type LogLevelOption = "Debug" | "Info" | "Warning" | "Error" | false
-
 /** The options a socket is mounted with, as the public `ChannelSocket.Options`. @internal */
 export interface Options {
   readonly path?: `/${string}` | undefined
@@ -63,7 +60,7 @@ export interface Options {
   readonly inboundQueueLimit?: number | undefined
   readonly connectInfo?: KeptHeaders | undefined
   readonly logLevel?: LogLevelOption | undefined
-  readonly filterParameters?: ReadonlyArray<string> | undefined
+  readonly filterParameters?: FilterParameters | undefined
 }
 
 /** @internal */
@@ -73,8 +70,6 @@ export interface Resolved extends Connection.Options {
   readonly maxNestingDepth: number
   /** The headers a connection keeps, out of its request's. */
   readonly keepHeaders: (headers: Request["headers"]) => Readonly<Record<string, string>>
-  readonly logLevel: LogLevel.LogLevel | undefined
-  readonly filterParameters: ReadonlyArray<string>
 }
 
 const noHeaders: Readonly<Record<string, string>> = Object.freeze({})
@@ -113,8 +108,8 @@ export const resolveOptions = (options: Options = {}): Resolved => {
     outboundBufferLimit: options.outboundBufferLimit ?? 1024 * 1024,
     inboundQueueLimit: options.inboundQueueLimit ?? 1000,
     keepHeaders: headerKeeper(options.connectInfo ?? {}),
-    logLevel: options.logLevel === false ? undefined : LogLevel.fromLiteral(options.logLevel ?? "Info"),
-    filterParameters: options.filterParameters ?? ["password"]
+    logLevels: resolveLogLevels(options.logLevel),
+    filterParameters: options.filterParameters ?? defaultFilterParameters
   }
 }
 
@@ -224,12 +219,13 @@ const logConnect = (
   result: "ok" | "error",
   nanos: bigint
 ): Effect.Effect<void> => {
-  if (options.logLevel === undefined) return Effect.void
+  const level = options.logLevels.connect
+  if (level === undefined) return Effect.void
   const params = filterParams(Object.fromEntries(url.searchParams), options.filterParameters)
   const serializerLabel = serializerName(serializer)
   const duration = formatDuration(nanos)
   return Effect.logWithLevel(
-    options.logLevel,
+    level,
     `${result === "ok" ? "CONNECTED TO" : "REFUSED CONNECTION TO"} ${options.path} in ${duration}\n` +
       `  Transport: ${request.transport}\n` +
       `  Serializer: ${serializerLabel}\n` +
