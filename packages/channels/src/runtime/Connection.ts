@@ -91,6 +91,8 @@ export interface Connection extends Listener {
 
 const node = Math.random().toString(36).slice(2, 10)
 const lingerMillis = 1000
+/** How long a leave or a duplicate join waits for the events queued before it, as Phoenix's close does. */
+const settleMillis = 5000
 let counter = 0
 
 type Decoded = Either.Either<Message, MalformedMessage>
@@ -255,6 +257,9 @@ class ChannelImpl implements ChannelConn, Subscriber {
     )
   }
 }
+
+/** The end of what a channel handles before it stops (see `settle`): never a client's event. */
+const settleMark: ChannelEvent = Object.freeze({ topic: "", event: Msg.Events.leave, payload: null, ref: null, joinRef: null })
 
 /** Resumes a channel's parked fiber: an event came. */
 const wakeUp = (channel: ChannelImpl) => {
@@ -516,6 +521,7 @@ class ConnectionImpl implements Connection, Registration {
             }
             const event = mailbox[channel.head]!
             mailbox[channel.head++] = undefined
+            if (event === settleMark) break
             yield* connection.handleIncoming(channel, incoming, event)
           }
           // Given back: an idle channel keeps neither its fiber, nor its mailbox, nor a timer.
@@ -529,6 +535,23 @@ class ConnectionImpl implements Connection, Registration {
         })
       )
     )
+  }
+
+  /**
+   * Lets a channel handle the events its client pushed before a leave or a
+   * duplicate join, as Phoenix's channel process does before it stops: the
+   * channel's fiber ends at a mark put after them, within `settleMillis`
+   * (then it is interrupted with the channel). The connection's fiber waits,
+   * so what follows stays in order.
+   */
+  settle(channel: ChannelImpl): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const fiber = channel.fiber
+      if (!channel.running || fiber === undefined) return Effect.void
+      channel.mailbox!.push(settleMark)
+      if (channel.parked !== undefined) wakeUp(channel)
+      return Effect.ignore(Effect.timeout(Fiber.await(fiber), settleMillis))
+    })
   }
 
   enqueue(channel: ChannelImpl, event: ChannelEvent): Effect.Effect<void> {
@@ -557,6 +580,7 @@ class ConnectionImpl implements Connection, Registration {
       const existing = connection.channels.get(topic)
       if (existing !== undefined) {
         yield* Effect.logDebug("duplicate join: closing the existing channel")
+        yield* connection.settle(existing)
         yield* connection.terminate(existing, "duplicate")
       }
       const hooks = connection.handler.channel(topic)
@@ -628,8 +652,11 @@ class ConnectionImpl implements Connection, Registration {
     if (message.joinRef !== null && message.joinRef !== channel.joinRef) return Effect.void
     if (message.event === Msg.Events.leave) {
       return Effect.zipRight(
-        this.send(Msg.reply(channel.joinRef, message.ref, channel.topic, "ok", {})),
-        this.terminate(channel, "left")
+        this.settle(channel),
+        Effect.zipRight(
+          this.send(Msg.reply(channel.joinRef, message.ref, channel.topic, "ok", {})),
+          this.terminate(channel, "left")
+        )
       )
     }
     return this.enqueue(channel, toEvent(message))
