@@ -247,7 +247,8 @@ interface Server {
 }
 
 /**
- * Runs `entry` (relative to the package) with `node --import tsx`, on a free
+ * Runs `entry` (relative to the package) with `node --import tsx`, the
+ * workspace packages from their sources (as `pnpm start` does), on a free
  * port (PORT=0: the port is read from the "Listening on" log line); killed
  * with the scope if still running.
  */
@@ -255,7 +256,7 @@ const spawnServer = (entry: string): Effect.Effect<Server, never, Scope.Scope> =
   Effect.acquireRelease(
     bounded(
       Effect.async<Server>((resume) => {
-        const child = spawn(process.execPath, ["--import", "tsx", entry], {
+        const child = spawn(process.execPath, ["--conditions=@effect-channels/source", "--import", "tsx", entry], {
           cwd: packageDir,
           env: { ...process.env, PORT: "0", HOST: "127.0.0.1" },
           stdio: ["ignore", "pipe", "pipe"]
