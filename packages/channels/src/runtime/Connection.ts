@@ -196,9 +196,7 @@ class ChannelImpl implements ChannelConn, Subscriber {
       : this.connection.sendLimited(Msg.reply(this.joinRef, event.ref, this.topic, status, response), event.event)
   }
   push(event: string, payload: Payload = {}) {
-    return Effect.suspend(() =>
-      this.ended !== undefined ? Effect.void : this.connection.sendLimited(Msg.push(this.joinRef, this.topic, event, payload), event, this)
-    )
+    return this.connection.sendLimited(Msg.push(this.joinRef, this.topic, event, payload), event, this)
   }
   broadcast(event: string, payload: Payload = {}) {
     return this.publish(new Envelope(Msg.broadcast(this.topic, event, payload)))
@@ -211,7 +209,9 @@ class ChannelImpl implements ChannelConn, Subscriber {
     return Effect.suspend(() => {
       if (this.ended !== undefined) return Effect.void
       const refused = broadcastRefusal(envelope, this.connection.options.maxOutboundSize)
-      return refused === undefined ? this.whenJoined(this.connection.broker.publish(envelope)) : Effect.fail(refused)
+      if (refused !== undefined) return Effect.fail(refused)
+      const publish = this.connection.broker.publish(envelope)
+      return this.joined ? publish : this.whenJoined(publish)
     })
   }
   get leave() {
@@ -371,17 +371,19 @@ class ConnectionImpl implements Connection, Registration {
 
   /**
    * Sends what a handler pushes or replies, encoded at the call and refused
-   * there when over `maxOutboundSize`; a push of a channel whose join is
-   * running is written after the join reply.
+   * there when over `maxOutboundSize`. A push (`of` its channel) is sent
+   * after the join reply while the join runs, and not once the channel ended.
    */
-  sendLimited(message: Outbound, event: string, heldBy?: ChannelImpl): Effect.Effect<void, MessageTooLarge> {
+  sendLimited(message: Outbound, event: string, of?: ChannelImpl): Effect.Effect<void, MessageTooLarge> {
     return Effect.suspend(() => {
+      if (of?.ended !== undefined) return Effect.void
       const frame = this.serializer.encode(message)
       if (Either.isLeft(frame)) return Effect.logWarning("message dropped", frame.left.reason)
       const refused = refusal(frame.right, message.topic, event, this.options.maxOutboundSize)
       if (refused !== undefined) return Effect.fail(refused)
-      const write = Effect.sync(() => this.write(frame.right))
-      return heldBy === undefined ? write : heldBy.whenJoined(write)
+      if (of === undefined || of.joined) this.write(frame.right)
+      else (of.held ??= []).push(Effect.sync(() => this.write(frame.right)))
+      return Effect.void
     })
   }
 
