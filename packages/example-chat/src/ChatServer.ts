@@ -1,9 +1,8 @@
 /**
  * The chat server as a layer: the lobby channel at `/socket` (WebSocket at
  * `/socket/websocket`), `PUT /broadcast` to post into the lobby from outside
- * any channel (a body of at most {@link maxBodySize}, else 413; with a
- * `Content-Length`, else 411), and the chat
- * page at `/`.
+ * any channel (a body of at most {@link maxBodySize}, else 413, with a
+ * `Content-Length`, else 411), and the chat page at `/`.
  */
 import { ChannelBroadcaster } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
