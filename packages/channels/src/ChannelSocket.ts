@@ -128,7 +128,9 @@ export interface Options {
   readonly maxChannels?: number | undefined
   /**
    * How many bytes may wait to be written to a client that does not read
-   * before it is disconnected; default 1 MiB.
+   * before it is disconnected; default 1 MiB. It is dropped without a close
+   * frame (which would wait behind what it does not read): its TCP
+   * connection is closed, and the client sees 1006.
    */
   readonly outboundBufferLimit?: number | undefined
   /** How many received frames may wait to be handled, by the socket or by one channel, before the connection is closed (1008); default 1,000. */

@@ -1,9 +1,11 @@
 /**
  * The chat server as a layer: the lobby channel at `/socket` (WebSocket at
  * `/socket/websocket`), `PUT /broadcast` to post into the lobby from outside
- * any channel, the chat page at `/` with its icon (`/favicon.svg`, also
- * answered at `/favicon.ico`, where browsers and tools look without a link),
- * and `GET /metrics` (Prometheus' text format) unless metrics are off.
+ * any channel (a body of at most {@link maxBodySize}, else 413, with a
+ * `Content-Length`, else 411), the chat page at `/` with its icon
+ * (`/favicon.svg`, also answered at `/favicon.ico`, where browsers and tools
+ * look without a link), and `GET /metrics` (Prometheus' text format) unless
+ * metrics are off.
  */
 import { ChannelBroadcaster, ChannelMetrics, type ChannelSocket } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
@@ -33,7 +35,24 @@ const phoenixClient = readFileSync(
 
 const PostedMessage = Schema.Struct({ user: Schema.String, body: Schema.String })
 
+/**
+ * The largest body `PUT /broadcast` reads, in bytes: a chat message. The
+ * platform reads any size.
+ */
+export const maxBodySize = 64 * 1024
+
+/** Refused before a byte of the body is read; the connection is not reused, its unread body would follow. */
+const refused = (status: number, error: string) =>
+  HttpServerResponse.json({ error }, { status, headers: { connection: "close" } })
+
 const postToLobby = Effect.gen(function*() {
+  const request = yield* HttpServerRequest.HttpServerRequest
+  // The length is checked before the body is read, and Node's parser holds
+  // the body to it. A chunked body has none: the platform would destroy the
+  // request past the limit, with no answer, so it is refused with 411.
+  const length = request.headers["content-length"]
+  if (length === undefined) return yield* refused(411, "a Content-Length is required")
+  if (Number(length) > maxBodySize) return yield* refused(413, `body over ${maxBodySize} bytes`)
   const message = yield* HttpServerRequest.schemaBodyJson(PostedMessage)
   const broadcaster = yield* ChannelBroadcaster.ChannelBroadcaster
   yield* broadcaster.broadcast(LobbyChannel.lobby, "new:msg", message)
@@ -41,7 +60,8 @@ const postToLobby = Effect.gen(function*() {
 }).pipe(
   Effect.catchTags({
     ParseError: (error) => HttpServerResponse.json({ error: error.message }, { status: 400 }),
-    RequestError: (error) => HttpServerResponse.json({ error: error.message }, { status: 400 })
+    RequestError: (error) => HttpServerResponse.json({ error: error.message }, { status: 400 }),
+    MessageTooLarge: (error) => HttpServerResponse.json({ error: error.message }, { status: 413 })
   })
 )
 

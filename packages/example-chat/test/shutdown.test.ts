@@ -157,6 +157,39 @@ describe("the chat's HTTP contract", () => {
       expect(payloads(ada, "new:msg")).toEqual([{ user: "system", body: "hello" }, { user: "system", body: "again" }])
     }))
 
+  it.scopedLive("PUT /broadcast past maxBodySize (64 KiB) is 413, without a Content-Length 411; nothing is broadcast", () =>
+    Effect.gen(function*() {
+      const { base, port } = yield* startChat
+      const ada = yield* lobby(port, { user: "ada" })
+      const put = (body: BodyInit, init: RequestInit = {}) =>
+        fetchEffect(`${base}/broadcast`, { method: "PUT", headers: { "content-type": "application/json" }, body, ...init })
+      const envelope = JSON.stringify({ user: "system", body: "" }).length
+      const atLimit = JSON.stringify({ user: "system", body: "x".repeat(ChatServer.maxBodySize - envelope) })
+      expect((yield* put(atLimit)).status).toBe(200)
+      const over = JSON.stringify({ user: "system", body: "x".repeat(ChatServer.maxBodySize - envelope + 1) })
+      expect((yield* put(over)).status).toBe(413)
+      // 10 MiB, declared.
+      const huge = yield* put(JSON.stringify({ user: "system", body: "x".repeat(10 * 1024 * 1024) }))
+      expect(huge.status).toBe(413)
+      // Chunked, no length: refused before it is read.
+      const chunks = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode(over))
+          controller.close()
+        }
+      })
+      const chunked = yield* put(chunks, { duplex: "half" } as RequestInit)
+      expect(chunked.status).toBe(411)
+      yield* until(() => payloads(ada, "new:msg").length === 1, "the broadcast at the limit")
+      // Only the body at the limit went out, even after a later one.
+      expect((yield* put(JSON.stringify({ user: "system", body: "last" }))).status).toBe(200)
+      yield* until(() => payloads(ada, "new:msg").length === 2, "the last broadcast")
+      expect(payloads(ada, "new:msg").map((payload) => (payload as { body: string }).body.length)).toEqual([
+        ChatServer.maxBodySize - envelope,
+        4
+      ])
+    }))
+
   it.scopedLive("GET / serves the page, GET /phoenix.js the official client, /favicon.ico and /favicon.svg the icon", () =>
     Effect.gen(function*() {
       const { base } = yield* startChat

@@ -75,9 +75,9 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Http from "node:http"
 import type * as Net from "node:net"
-import * as Tls from "node:tls"
 import type { Duplex } from "node:stream"
 import type * as WS from "ws"
+import * as Tls from "node:tls"
 import * as Ws from "./internal/ws.js"
 
 type UpgradeHandler = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void

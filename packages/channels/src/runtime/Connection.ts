@@ -101,6 +101,8 @@ export interface Connection extends Listener {
 
 const node = Math.random().toString(36).slice(2, 10)
 const lingerMillis = 1000
+/** How long a leave or a duplicate join waits for the events queued before it, as Phoenix's close does. */
+const settleMillis = 5000
 let counter = 0
 
 type Decoded = Either.Either<Message, MalformedMessage>
@@ -235,11 +237,7 @@ class ChannelImpl implements ChannelConn, Subscriber {
     )
   }
   push(event: string, payload: Payload = {}) {
-    return Effect.suspend(() =>
-      this.phase === Phase.Ended
-        ? Effect.void
-        : this.connection.sendLimited(Msg.push(this.wireJoinRef, this.topic, event, payload), event, this)
-    )
+    return this.connection.sendLimited(Msg.push(this.wireJoinRef, this.topic, event, payload), event, this)
   }
   broadcast(event: string, payload: Payload = {}) {
     return this.publish(new Envelope(Msg.broadcast(this.topic, event, payload)))
@@ -252,7 +250,9 @@ class ChannelImpl implements ChannelConn, Subscriber {
     return Effect.suspend(() => {
       if (this.phase === Phase.Ended) return Effect.void
       const refused = broadcastRefusal(envelope, this.connection.options.maxOutboundSize)
-      return refused === undefined ? this.sendOrHold(this.connection.broker.publish(envelope)) : Effect.fail(refused)
+      if (refused !== undefined) return Effect.fail(refused)
+      const publish = this.connection.broker.publish(envelope)
+      return this.sends ? publish : this.sendOrHold(publish)
     })
   }
   get leave() {
@@ -291,6 +291,11 @@ class ChannelImpl implements ChannelConn, Subscriber {
       Effect.logError("channel crashed", cause).pipe(Effect.annotateLogs("topic", this.topic)),
       this.connection.terminateFromWithin(this, "crashed")
     )
+  }
+
+  /** Whether what the channel sends goes out now: its join reply is out, and it has not ended. */
+  get sends(): boolean {
+    return this.phase === Phase.Joined || this.phase === Phase.Leaving
   }
 
   /** Runs `effect` now while the channel sends, after the join reply while it joins, never once ended. */
@@ -372,6 +377,9 @@ class Forward implements Subscriber {
     }
   }
 }
+
+/** The end of what a channel handles before it stops (see `settle`): never a client's event. */
+const settleMark: ChannelEvent = Object.freeze({ topic: "", event: Msg.Events.leave, payload: null, ref: null, joinRef: null })
 
 /** Resumes a channel's parked fiber: an event came. */
 const wakeUp = (channel: ChannelImpl) => {
@@ -494,17 +502,19 @@ class ConnectionImpl implements Connection, Registration {
 
   /**
    * Sends what a handler pushes or replies, encoded at the call and refused
-   * there when over `maxOutboundSize`; a push of a channel whose join is
-   * running is written after the join reply.
+   * there when over `maxOutboundSize`. A push (`of` its channel) is sent
+   * after the join reply while the join runs, and not once the channel ended.
    */
-  sendLimited(message: Outbound, event: string, heldBy?: ChannelImpl): Effect.Effect<void, MessageTooLarge> {
+  sendLimited(message: Outbound, event: string, of?: ChannelImpl): Effect.Effect<void, MessageTooLarge> {
     return Effect.suspend(() => {
+      if (of?.phase === Phase.Ended) return Effect.void
       const frame = this.serializer.encode(message)
       if (Either.isLeft(frame)) return Effect.annotateLogs(Effect.logWarning("message dropped"), "reason", frame.left.reason)
       const refused = refusal(frame.right, message.topic, event, this.options.maxOutboundSize)
       if (refused !== undefined) return Effect.fail(refused)
-      const write = Effect.sync(() => this.write(frame.right))
-      return heldBy === undefined ? write : heldBy.sendOrHold(write)
+      if (of === undefined || of.sends) this.write(frame.right)
+      else (of.held ??= []).push(Effect.sync(() => this.write(frame.right)))
+      return Effect.void
     })
   }
 
@@ -742,6 +752,7 @@ class ConnectionImpl implements Connection, Registration {
             }
             const work = mailbox[channel.head]!
             mailbox[channel.head++] = undefined
+            if (work === settleMark) break
             yield* work instanceof Envelope
               ? connection.handleOut(channel, handleOut, work)
               : connection.handleIncoming(channel, incoming, work, logLevel)
@@ -754,6 +765,24 @@ class ConnectionImpl implements Connection, Registration {
         })
       )
     )
+  }
+
+  /**
+   * Lets a channel handle the events its client pushed before a leave or a
+   * duplicate join, as Phoenix's channel process does before it stops: the
+   * channel's fiber ends at a mark put after them, within `settleMillis`
+   * (then it is interrupted with the channel). The connection's fiber waits,
+   * so what follows stays in order.
+   */
+  settle(channel: ChannelImpl): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const fiber = channel.fiber
+      const mailbox = channel.mailbox
+      if (mailbox === undefined || fiber === undefined) return Effect.void
+      mailbox.push(settleMark)
+      if (channel.parked !== undefined) wakeUp(channel)
+      return Effect.ignore(Effect.timeout(Fiber.await(fiber), settleMillis))
+    })
   }
 
   /** Gives a joined channel work: to its fiber if it runs, else to a fiber started for it. */
@@ -802,6 +831,7 @@ class ConnectionImpl implements Connection, Registration {
       const existing = connection.channels.get(topic)
       if (existing !== undefined) {
         yield* Effect.logDebug("duplicate join: closing the existing channel")
+        yield* connection.settle(existing)
         yield* connection.terminate(existing, "duplicate")
       }
       const hooks = connection.handler.channel(topic)
@@ -903,7 +933,7 @@ class ConnectionImpl implements Connection, Registration {
       case Route.Ignore:
         return Effect.void
       case Route.Leave:
-        return this.terminate(channel!, "left", message.ref)
+        return Effect.zipRight(this.settle(channel!), this.terminate(channel!, "left", message.ref))
       case Route.Event:
         return this.enqueue(channel!, toEvent(message))
     }
