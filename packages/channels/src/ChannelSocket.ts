@@ -47,6 +47,7 @@ import { ChannelBroadcaster } from "./ChannelBroadcaster.js"
 import type { ConnectInfo } from "./ChannelConn.js"
 import { ChannelHandler } from "./ChannelHandler.js"
 import * as internal from "./internal/socket.js"
+import * as LongPoll from "./transport/LongPoll.js"
 import type { Opened } from "./transport/Transport.js"
 import * as WebSocket from "./transport/WebSocket.js"
 
@@ -90,6 +91,8 @@ export interface Options {
   readonly outboundBufferLimit?: number | undefined
   /** How many received frames may wait to be handled, by the socket or by one channel, before the connection is closed (1008); default 1,000. */
   readonly inboundQueueLimit?: number | undefined
+  /** The long-poll endpoint `<path>/longpoll` (see `LongPoll`): its options, or `false` to serve none; served by default. */
+  readonly longPoll?: LongPoll.Options | false | undefined
 }
 
 /**
@@ -305,13 +308,42 @@ export const websocket = (
 > => Effect.flatMap(make(options), websocketOf)
 
 /**
+ * The long-poll endpoint as an HTTP handler, for a socket with `options`:
+ * one socket and one table of sessions, made on the first request. A route
+ * has no scope of its own to put sessions in: they live until they end,
+ * closed by the runtime or not polled for 1.5 windows, also after the
+ * server has stopped. (`NodeChannelServer` ends them with the server.)
+ *
+ * @since 0.1.0
+ * @category handlers
+ */
+export const longPoll = (
+  options: Options = {}
+): Effect.Effect<
+  HttpServerResponse.HttpServerResponse,
+  never,
+  HttpServerRequest.HttpServerRequest | ChannelHandler | Broker | ChannelBroadcaster
+> => {
+  const server = Effect.runSync(Effect.cached(
+    Effect.flatMap(
+      Effect.zip(make(options), Scope.make()),
+      ([socket, scope]) => Scope.extend(LongPoll.make(socket, options.longPoll || {}), scope)
+    )
+  ))
+  return Effect.flatMap(server, (server) => server.handle)
+}
+
+/**
  * An `HttpRouter` serving the socket at `path` (default `/socket`):
- * `GET <path>/websocket`.
+ * `GET <path>/websocket`, and `<path>/longpoll` unless `longPoll` is `false`.
  *
  * @since 0.1.0
  * @category routers
  */
 export const router = (
   options: Options = {}
-): HttpRouter.HttpRouter<never, ChannelHandler | Broker | ChannelBroadcaster> =>
-  HttpRouter.empty.pipe(HttpRouter.all(`${options.path ?? "/socket"}/websocket`, websocket(options)))
+): HttpRouter.HttpRouter<never, ChannelHandler | Broker | ChannelBroadcaster> => {
+  const path = options.path ?? "/socket"
+  const routes = HttpRouter.empty.pipe(HttpRouter.all(`${path}/websocket`, websocket(options)))
+  return options.longPoll === false ? routes : HttpRouter.all(routes, `${path}/longpoll`, longPoll(options))
+}

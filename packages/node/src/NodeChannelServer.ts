@@ -1,7 +1,9 @@
 /**
  * A Node HTTP server that serves a Phoenix socket next to an Effect `HttpApp`:
  * a drop-in for `NodeHttpServer.layer` that takes the socket's WebSocket
- * upgrades (`<path>/websocket`) off the HTTP server before the app sees them.
+ * upgrades (`<path>/websocket`) off the HTTP server before the app sees them,
+ * and serves its long-poll endpoint (`<path>/longpoll`, unless the
+ * `longPoll` option is `false`) in front of the app, without a route.
  *
  * ```ts
  * HttpServer.serve(appRouter).pipe(
@@ -31,6 +33,7 @@ import type { Broker } from "@effect-channels/core/Broker"
 import type { ChannelBroadcaster } from "@effect-channels/core/ChannelBroadcaster"
 import type { ChannelHandler } from "@effect-channels/core/ChannelHandler"
 import * as ChannelSocket from "@effect-channels/core/ChannelSocket"
+import * as LongPoll from "@effect-channels/core/LongPoll"
 import type * as Etag from "@effect/platform/Etag"
 import type * as HttpPlatform from "@effect/platform/HttpPlatform"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -124,9 +127,11 @@ export const layer = (
     return server
   }, listen)
   // Built after the HTTP server, so released before it: the connections are
-  // closed (1001) before the server waits for its sockets to end.
-  const socket = Layer.scopedDiscard(Effect.gen(function*() {
-    yield* HttpServer.HttpServer
+  // closed (1001) and the long-poll sessions ended before the server waits
+  // for its sockets to end. It provides the HTTP server the app is served
+  // with: the app, with `<path>/longpoll` served in front of it.
+  const socket = Layer.scoped(HttpServer.HttpServer, Effect.gen(function*() {
+    const server = yield* HttpServer.HttpServer
     const channelSocket = yield* ChannelSocket.make(options)
     const wss = yield* Effect.acquireRelease(Effect.sync(() => Ws.makeServer(channelSocket.maxFrameSize)), Ws.closeServer)
     const run = yield* FiberSet.makeRuntime<never>()
@@ -158,6 +163,13 @@ export const layer = (
         handle = (_request, socket) => refuse(socket, 503)
       })
     )
+    if (options.longPoll === false) return server
+    const longPoll = yield* LongPoll.make(channelSocket, options.longPoll ?? {})
+    return HttpServer.make({
+      address: server.address,
+      serve: (app, middleware) =>
+        server.serve(LongPoll.mount(app, channelSocket.path, longPoll), middleware as never)
+    })
   }))
   return Layer.provideMerge(socket, http)
 }

@@ -17,6 +17,8 @@ export interface TestServer {
   readonly port: number
   /** `ws://127.0.0.1:<port>/socket` (append `/websocket`, or give it to the phoenix client). */
   readonly socketUrl: string
+  /** `http://127.0.0.1:<port>/socket` (append `/longpoll`). */
+  readonly httpUrl: string
   readonly broadcaster: ChannelBroadcaster.Service
   readonly broker: Broker.Service
 }
@@ -54,6 +56,7 @@ export const startServer = (
     return {
       port: address.port,
       socketUrl: `ws://127.0.0.1:${address.port}/socket`,
+      httpUrl: `http://127.0.0.1:${address.port}/socket`,
       broadcaster: Context.get(context, ChannelBroadcaster.ChannelBroadcaster),
       broker: Context.get(context, Broker.Broker)
     }
