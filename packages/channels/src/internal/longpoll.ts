@@ -312,7 +312,7 @@ export const make = (
         })
       })
 
-    /** The frames of a POST body: ndjson lines (`[` starts JSON, else base64 binary), or the body as one text frame. */
+    /** The frames of a POST body: ndjson lines (`[` or `{` starts JSON, else base64 binary), or the body as one text frame. */
     const framesOf = (body: string, ndjson: boolean): ReadonlyArray<Frame> | undefined => {
       if (!ndjson) return [body]
       const frames: Array<Frame> = []
@@ -325,7 +325,8 @@ export const make = (
         if (line.endsWith("\r")) line = line.slice(0, -1)
         start = end + 1
         if (line === "") continue
-        if (line.startsWith("[")) {
+        // `[` starts a V2 message; `{` a V1 one (base64 has neither).
+        if (line.startsWith("[") || line.startsWith("{")) {
           frames.push(line)
         } else {
           const bytes = fromBase64(line)

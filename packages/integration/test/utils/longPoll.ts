@@ -66,7 +66,7 @@ export const request = (
     catch: (error) => error
   }).pipe(Effect.orDie)
 
-export interface RawLongPollClient extends Omit<RawClient, "ws" | "closed"> {
+export interface RawLongPollClient extends Omit<RawClient, "ws" | "closed" | "kind"> {
   readonly token: string
   /** The endpoint URL with the session token. */
   readonly url: string
@@ -112,7 +112,7 @@ export const connect = (
           return
         }
         for (const message of answer.messages ?? []) {
-          if (message.startsWith("[")) {
+          if (message.startsWith("[") || message.startsWith("{")) {
             const parsed = JSON.parse(message) as V2
             frames.push(parsed)
             all.push(parsed)
