@@ -1,6 +1,7 @@
 /**
  * Serves a Phoenix socket over HTTP: `ChannelSocket.router()` is an
- * `HttpRouter` with the WebSocket endpoint at `/socket/websocket`, ready to be
+ * `HttpRouter` with the WebSocket endpoint at `/socket/websocket` and the
+ * long-poll one at `/socket/longpoll` (see `LongPoll`), ready to be
  * concatenated with an application's routes.
  *
  * ```ts

@@ -7,9 +7,13 @@
 import { ChannelHandler, Presence } from "@effect-channels/core"
 import { ConnectRefused } from "@effect-channels/core/ChannelHandler"
 import { describe, expect, it } from "@effect/vitest"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import * as HashSet from "effect/HashSet"
 import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import { type Channel, Presence as ClientPresence, Socket } from "phoenix"
@@ -17,7 +21,7 @@ import WebSocket from "ws"
 import * as LongPoll from "./utils/longPoll.js"
 import { join, next, push, socket as wsSocket, until } from "./utils/phoenixClient.js"
 import { connect as wsConnect, eventually } from "./utils/rawClient.js"
-import { startServer } from "./utils/server.js"
+import { startServer, type TestServer } from "./utils/server.js"
 
 const makeHandler = () => {
   const log: Array<string> = []
@@ -314,6 +318,32 @@ describe("long-poll sessions on the wire", () => {
       for (let n = 0; n < 100; n++) yield* server.broadcaster.broadcast("rooms:lobby", "news", { n, text: "x".repeat(100) })
       yield* eventually(server.broadcaster.connected, (n) => n === 0)
       expect(log).toEqual(["leave ada rooms:lobby disconnected", "disconnect ada"])
+    }))
+
+  it.scopedLive("the secret: from EFFECT_CHANNELS_SECRET, else a random one with a warning; nodes share tokens only with one secret", () =>
+    Effect.gen(function*() {
+      const warnings: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => {
+        if (logLevel.label === "WARN") warnings.push(String(Array.isArray(message) ? message[0] : message))
+      })
+      yield* Effect.locallyScopedWith(FiberRef.currentLoggers, () => HashSet.make(logger))
+      const { layer } = makeHandler()
+      const configured = ConfigProvider.fromMap(new Map([["EFFECT_CHANNELS_SECRET", "shared"]]))
+      const one = yield* Effect.withConfigProvider(startServer(layer, { longPoll: {} }), configured)
+      const two = yield* Effect.withConfigProvider(startServer(layer, { longPoll: {} }), configured)
+      expect(warnings).toEqual([])
+      const generated = yield* startServer(layer, { longPoll: {} })
+      expect(warnings).toHaveLength(1)
+      expect(warnings[0]).toMatch(/every node serving the same clients needs the same secret/)
+      const ada = yield* LongPoll.connect(one.httpUrl, { query: "vsn=2.0.0&user=ada" })
+      const at = (server: TestServer) => `${server.httpUrl}/longpoll?vsn=2.0.0&token=${encodeURIComponent(ada.token)}`
+      // The same secret: the token verifies, the session is not there: gone, and the client opens one where it is.
+      expect(yield* LongPoll.request(at(two))).toEqual({ status: 410 })
+      // Another secret: the token names nothing there; a GET opens a session, as without a token.
+      const elsewhere = yield* LongPoll.request(at(generated))
+      expect(elsewhere.status).toBe(410)
+      expect(elsewhere.token).toBeDefined()
+      expect(elsewhere.token).not.toBe(ada.token)
     }))
 
   it.scopedLive("NodeChannelServer ends its sessions with the server: leave and disconnect run once", () =>

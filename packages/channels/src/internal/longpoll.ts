@@ -31,11 +31,11 @@ export interface Options {
   readonly tokenMaxAge?: Duration.DurationInput | undefined
 }
 
-/** The environment variable read for the secret when the options give none. @internal */
-export const secretConfig = Config.redacted("EFFECT_CHANNELS_SECRET")
+/** The configuration read for the secret when the options give none. */
+const secretConfig = Config.redacted("EFFECT_CHANNELS_SECRET")
 
-/** Lines of a POST handled, at most, as Phoenix (the client sends at most 100 per POST). @internal */
-export const maxLinesPerPost = 100
+/** Lines of a POST handled, at most, as Phoenix (the client sends at most 100 per POST). */
+const maxLinesPerPost = 100
 
 const tokenHeader = "x-phoenix-longpoll-token"
 const authTokenHeader = "x-phoenix-authtoken"
@@ -164,8 +164,6 @@ class Session implements Transport {
 
 /** @internal */
 export interface Server {
-  readonly socket: ChannelSocket
-  readonly window: Duration.Duration
   readonly sessions: Map<string, Session>
   readonly clock: Clock.Clock
   readonly handle: Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest>
@@ -383,6 +381,6 @@ export const make = (
       }
     })
 
-    const server: Server = { socket, window, sessions, clock, handle }
+    const server: Server = { sessions, clock, handle }
     return server
   })

@@ -48,9 +48,10 @@ export const startServer = (
 ): Effect.Effect<TestServer, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { transport = "server", ...options_ } = options
+    // A secret, so that the servers do not warn of a generated one (`longPoll: {}` for the default).
     // Over long-poll, a client that goes away (stops polling) is found 1.5 windows later: a short window.
-    const socketOptions: ChannelSocket.Options = transport === "longpoll" && options_.longPoll === undefined
-      ? { ...options_, longPoll: { window: "200 millis" } }
+    const socketOptions: ChannelSocket.Options = options_.longPoll === undefined
+      ? { ...options_, longPoll: { secret: "test-secret", ...(transport === "longpoll" ? { window: "200 millis" } : {}) } }
       : options_
     const channels = handler.pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
     const listen = { port: 0, host: "127.0.0.1" }
