@@ -253,6 +253,13 @@ describe("long-poll sessions on the wire", () => {
         .toEqual({ status: 200, handled: 100 })
       yield* ada.send(["1", "t", "rooms:lobby", "total", {}])
       expect((yield* ada.next((m) => m[1] === "t"))[4]).toEqual({ status: "ok", response: { count: 100 } })
+      // A line that is neither JSON nor base64 is a bad request; a body that is not ndjson is one message.
+      const post = (contentType: string, body: string) =>
+        LongPoll.request(ada.url, { method: "POST", headers: { "content-type": contentType }, body })
+      expect(yield* post("application/x-ndjson", "not base64!")).toEqual({ status: 400 })
+      expect(yield* post("application/json", JSON.stringify(["1", "j", "rooms:lobby", "echo", { whole: true }])))
+        .toEqual({ status: 200, handled: 1 })
+      expect((yield* ada.next((m) => m[1] === "j"))[4]).toEqual({ status: "ok", response: { whole: true } })
     }))
 
   it.scopedLive("a refused connect is {status: 403} with HTTP 200; CORS preflight; other methods are 400", () =>
@@ -276,6 +283,10 @@ describe("long-poll sessions on the wire", () => {
       const put = yield* Effect.promise(() => fetch(endpoint, { method: "PUT" }))
       expect(put.status).toBe(400)
       expect(log).toEqual([])
+      // `longPoll: false`: no endpoint.
+      const without = yield* startServer(layer, { transport: "route", longPoll: false })
+      const none = yield* Effect.promise(() => fetch(`${without.httpUrl}/longpoll?vsn=2.0.0`))
+      expect(none.status).toBe(404)
     }))
 
   it.scopedLive("a poll waits for messages; a newer poll takes them, the older is answered 204 after its window", () =>
