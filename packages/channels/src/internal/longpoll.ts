@@ -18,6 +18,7 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type { ChannelSocket } from "../ChannelSocket.js"
 import type { Frame } from "../protocol/Message.js"
@@ -223,6 +224,11 @@ export const make = (
     })
     const signer = yield* Token.makeSigner(secret, Duration.toMillis(Duration.decode(options.tokenMaxAge ?? "14 days")))
     const clock = yield* Effect.clock
+    // Sessions and the sweeper run in fibers of their own, forked with the
+    // context the server was made in: not in a request's fiber, whose context
+    // (the request itself) a session would otherwise hold for its whole life,
+    // and whose interruptibility the server decides.
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const sessions = new Map<string, Session>()
     let sweeping = false
 
@@ -271,11 +277,10 @@ export const make = (
           sessionScope
         ).pipe(Effect.onError((cause) => Scope.close(sessionScope, Exit.failCause(cause))))
         sessions.set(id, session!)
-        yield* Effect.forkIn(serve(sessionScope, accepted.run), scope)
+        runFork(serve(sessionScope, accepted.run), { scope })
         if (!sweeping) {
           sweeping = true
-          // Forked from a request, which the server may run uninterruptibly.
-          yield* Effect.forkIn(Effect.interruptible(sweeper), scope)
+          runFork(sweeper, { scope })
         }
         return answer({ status: 410, token, messages: [] })
       }).pipe(
