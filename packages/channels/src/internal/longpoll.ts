@@ -134,7 +134,7 @@ class Session implements Transport {
     return Effect.suspend(() => {
       this.lastPoll = this.server.clock.unsafeCurrentTimeMillis()
       if (this.queue.length > 0 || this.ended) return Effect.succeed(this.take())
-      const answer = Effect.async<PollAnswer>((resume) => {
+      const wait = Effect.async<PollAnswer>((resume) => {
         this.waiting = resume
         return Effect.sync(() => {
           if (this.waiting === resume) this.waiting = undefined
@@ -142,9 +142,9 @@ class Session implements Transport {
       })
       // Interruptible whatever the server runs the request in: the window's
       // end, the client going away and the server stopping end the wait.
-      return Effect.timeoutTo(Effect.interruptible(answer), {
+      return Effect.timeoutTo(Effect.interruptible(wait), {
         duration: window,
-        onSuccess: (answer) => answer,
+        onSuccess: (polled) => polled,
         onTimeout: () => noContent
       })
     })
