@@ -68,15 +68,18 @@ export const make = Effect.gen(function*() {
           return Effect.void
         })))
 
+  const publish = (envelope: Envelope) =>
+    Effect.zipRight(
+      PubSub.publish(all, envelope),
+      Effect.suspend(() => {
+        const current = live.get(envelope.message.topic)
+        return current === undefined ? Effect.void : PubSub.publish(current.topic.pubsub, envelope)
+      })
+    )
+
   const service: Service = {
-    publish: (envelope) =>
-      Effect.zipRight(
-        PubSub.publish(all, envelope),
-        Effect.suspend(() => {
-          const current = live.get(envelope.message.topic)
-          return current === undefined ? Effect.void : PubSub.publish(current.topic.pubsub, envelope)
-        })
-      ),
+    publish,
+    publishLocal: publish,
     subscribe: (name, subscriber) =>
       Effect.uninterruptible(Effect.suspend(() => {
         const current = live.get(name)

@@ -1,0 +1,326 @@
+/**
+ * A presence store replicated between nodes over Redis pub/sub, in the
+ * manner of Phoenix's trackers: each node owns its entries and announces
+ * their changes; every node keeps a copy of every node's entries, so that
+ * `list` and `presence_state` read memory, never Redis. Redis keeps nothing:
+ * a Redis restart loses no state, since each node re-announces its own.
+ *
+ * - Each change of this node's entries goes out as a numbered `delta`. A
+ *   node's messages go through one connection, so Redis delivers them in the
+ *   order they were sent: a receiver that sees a number skipped (or a
+ *   heartbeat ahead of its last delta) lost something, and asks the origin
+ *   for its whole `state`, which replaces its copy (the differences are the
+ *   changes its clients get).
+ * - A node unheard of for `downAfter` is down: its entries leave. Heartbeats
+ *   go out every `heartbeatInterval`. Time is each receiver's own clock.
+ * - On (re)subscribing, a node sends its `state` with `ask`: every node
+ *   answers with its own. That is how a new node learns the others, and how
+ *   the nodes converge again after Redis comes back.
+ * - While Redis is unreachable nothing is queued (the offline queues are
+ *   off): announcements fail at once and are counted; the next `state`
+ *   covers them.
+ *
+ * @internal
+ */
+import type { Presence } from "@effect-channels/core"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as FiberSet from "effect/FiberSet"
+import * as PubSub from "effect/PubSub"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import { Redis } from "ioredis"
+import type { RedisPresenceError } from "../RedisPresence.js"
+import type { Resolved } from "./presenceConfig.js"
+import * as Wire from "./presenceWire.js"
+
+type Change = Presence.Change
+type TrackedMeta = Presence.TrackedMeta
+
+interface Entry {
+  readonly topic: string
+  readonly key: string
+  readonly meta: TrackedMeta
+}
+
+/** What this node knows of another. */
+interface Peer {
+  /** The `seq` of the last delta or state applied. */
+  seq: number
+  /** Whether `entries` follow the peer's deltas; if not, a state is awaited and deltas are ignored. */
+  synced: boolean
+  lastSeen: number
+  askedAt: number
+  readonly entries: Map<string, Entry>
+}
+
+/** How long to wait between reconnection attempts: quickly at first, then every second. */
+const retryStrategy = (times: number) => Math.min(times * 100, 1000)
+
+/** @internal */
+export const make = (
+  config: Resolved,
+  unreachable: (message: string) => RedisPresenceError
+): Effect.Effect<Presence.Store, RedisPresenceError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { nodeId } = config
+    const channel = `{${config.prefix}}:presence`
+    const downAfter = Duration.toMillis(config.downAfter)
+    const interval = Duration.toMillis(config.heartbeatInterval)
+    const runFork = yield* FiberSet.makeRuntime<never, void, never>()
+    const changes = yield* Effect.acquireRelease(PubSub.unbounded<Change>(), PubSub.shutdown)
+
+    // Every node's entries, this one's included, by topic and key.
+    const topics = new Map<string, Map<string, Array<TrackedMeta>>>()
+    const own = new Map<string, Entry>()
+    const peers = new Map<string, Peer>()
+    let seq = 0
+    let helloPending = false
+    let dropped = 0
+
+    const add = (topic: string, key: string, meta: TrackedMeta) => {
+      let keys = topics.get(topic)
+      if (keys === undefined) topics.set(topic, keys = new Map())
+      const metas = keys.get(key)
+      if (metas === undefined) keys.set(key, [meta])
+      else metas.push(meta)
+      changes.unsafeOffer({ _tag: "Join", topic, key, meta })
+    }
+
+    const remove = (topic: string, key: string, ref: string) => {
+      const keys = topics.get(topic)
+      const metas = keys?.get(key)
+      const index = metas === undefined ? -1 : metas.findIndex((meta) => meta.phx_ref === ref)
+      if (index === -1) return
+      const [meta] = metas!.splice(index, 1)
+      if (metas!.length === 0) keys!.delete(key)
+      if (keys!.size === 0) topics.delete(topic)
+      changes.unsafeOffer({ _tag: "Leave", topic, key, meta: meta! })
+    }
+
+    const connection = (name: string) =>
+      Effect.acquireRelease(
+        Effect.sync(() =>
+          new Redis(config.url, {
+            connectionName: `effect-channels:presence:${name}:${nodeId}`,
+            lazyConnect: true,
+            enableOfflineQueue: false,
+            autoResubscribe: false,
+            maxRetriesPerRequest: 0,
+            retryStrategy
+          })
+        ),
+        (redis) => Effect.promise(() => redis.quit().catch(() => redis.disconnect()))
+      )
+    const pub = yield* connection("pub")
+    const sub = yield* connection("sub")
+    // ioredis reports every failed attempt as an error event: the outage is logged once, below.
+    pub.on("error", () => {})
+    sub.on("error", () => {})
+
+    const send = (message: Wire.Message): Promise<boolean> => {
+      if (pub.status !== "ready") {
+        dropped++
+        return Promise.resolve(false)
+      }
+      return pub.publish(channel, Wire.encode(message)).then(() => true, () => {
+        dropped++
+        return false
+      })
+    }
+
+    const ownEntries = (): Array<Wire.EntryTuple> =>
+      Array.from(own.values(), (entry) => [entry.topic, entry.key, entry.meta] as const)
+
+    const sendState = (ask: boolean) => send({ t: "state", node: nodeId, seq, ask, entries: ownEntries() })
+
+    const announce = (ops: ReadonlyArray<Wire.Op>) => {
+      seq++
+      void send({ t: "delta", node: nodeId, seq, ops })
+    }
+
+    const hello = () => {
+      helloPending = true
+      void sendState(true).then((sent) => {
+        if (!sent) return
+        helloPending = false
+        if (dropped > 0) {
+          runFork(Effect.logWarning(
+            `presence: ${dropped} announcements could not reach Redis; the whole state of this node is announced again`
+          ))
+          dropped = 0
+        }
+      })
+    }
+
+    const ask = (peer: Peer, of: string, now: number) => {
+      if (now - peer.askedAt < interval) return
+      peer.askedAt = now
+      void send({ t: "ask", node: nodeId, of })
+    }
+
+    const drop = (node: string) => {
+      const peer = peers.get(node)
+      if (peer === undefined) return
+      peers.delete(node)
+      for (const entry of peer.entries.values()) remove(entry.topic, entry.key, entry.meta.phx_ref)
+    }
+
+    const replace = (peer: Peer, entries: ReadonlyArray<Wire.EntryTuple>) => {
+      const next = new Map<string, Entry>()
+      for (const [topic, key, meta] of entries) next.set(meta.phx_ref, { topic, key, meta })
+      for (const [ref, entry] of peer.entries) {
+        if (!next.has(ref)) {
+          peer.entries.delete(ref)
+          remove(entry.topic, entry.key, ref)
+        }
+      }
+      for (const [ref, entry] of next) {
+        if (!peer.entries.has(ref)) {
+          peer.entries.set(ref, entry)
+          add(entry.topic, entry.key, entry.meta)
+        }
+      }
+    }
+
+    const apply = (peer: Peer, ops: ReadonlyArray<Wire.Op>) => {
+      for (const op of ops) {
+        if (op[0] === "j") {
+          const [, topic, key, meta] = op
+          if (peer.entries.has(meta.phx_ref)) continue
+          peer.entries.set(meta.phx_ref, { topic, key, meta })
+          add(topic, key, meta)
+        } else {
+          const [, topic, key, ref] = op
+          if (peer.entries.delete(ref)) remove(topic, key, ref)
+        }
+      }
+    }
+
+    const receive = (raw: string) => {
+      const decoded = Wire.decode(raw)
+      if (Either.isLeft(decoded)) {
+        runFork(Effect.logWarning(`presence: dropped a message that is not presence format v${Wire.version}`, decoded.left))
+        return
+      }
+      const message = decoded.right
+      if (message.node === nodeId) return
+      const now = Date.now()
+      switch (message.t) {
+        case "bye":
+          return drop(message.node)
+        case "ask":
+          if (message.of === nodeId) void sendState(false)
+          return
+      }
+      let peer = peers.get(message.node)
+      if (peer === undefined) {
+        peers.set(message.node, peer = { seq: 0, synced: false, lastSeen: now, askedAt: -Infinity, entries: new Map() })
+      }
+      peer.lastSeen = now
+      switch (message.t) {
+        case "state":
+          if (!peer.synced || message.seq > peer.seq) {
+            replace(peer, message.entries)
+            peer.seq = message.seq
+            peer.synced = true
+          }
+          if (message.ask) void sendState(false)
+          return
+        case "delta":
+          if (peer.synced && message.seq === peer.seq + 1) {
+            apply(peer, message.ops)
+            peer.seq = message.seq
+          } else if (!peer.synced || message.seq > peer.seq) {
+            peer.synced = false
+            ask(peer, message.node, now)
+          }
+          return
+        case "hb":
+          if (!peer.synced || message.seq > peer.seq) {
+            peer.synced = false
+            ask(peer, message.node, now)
+          }
+          return
+      }
+    }
+
+    sub.on("message", (from: string, raw: string) => {
+      if (from === channel) receive(raw)
+    })
+    let reachable = false
+    let firstSubscribed: () => void
+    const subscribed = new Promise<void>((resolve) => firstSubscribed = resolve)
+    sub.on("ready", () => {
+      sub.subscribe(channel).then(() => {
+        if (reachable) runFork(Effect.logInfo("presence: Redis is reachable again"))
+        reachable = true
+        firstSubscribed()
+        hello()
+      }, () => {})
+    })
+    sub.on("close", () => {
+      if (reachable) runFork(Effect.logWarning("presence: Redis is unreachable; presence goes on on this node"))
+      reachable = false
+    })
+
+    yield* Effect.tryPromise({
+      try: () => Promise.all([pub.connect(), sub.connect(), subscribed]),
+      catch: (cause) => unreachable(`could not connect to ${config.url}: ${String(cause)}`)
+    }).pipe(
+      Effect.timeoutFail({
+        duration: config.connectTimeout,
+        onTimeout: () => unreachable(`could not connect to ${config.url} within ${Duration.format(config.connectTimeout)}`)
+      })
+    )
+
+    // A clean stop: the others drop this node's entries at once, not after the down period.
+    // Registered before the heartbeat starts, so that the heartbeat stops first.
+    yield* Effect.addFinalizer(() =>
+      Effect.promise(() => send({ t: "bye", node: nodeId })).pipe(Effect.timeout("1 second"), Effect.ignore)
+    )
+
+    // The heartbeat and the down check; a hello that could not go out is retried here.
+    yield* Effect.forkScoped(Effect.repeat(
+      Effect.sync(() => {
+        if (helloPending) hello()
+        else void send({ t: "hb", node: nodeId, seq })
+        const now = Date.now()
+        for (const [node, peer] of peers) if (now - peer.lastSeen > downAfter) drop(node)
+      }),
+      Schedule.spaced(config.heartbeatInterval)
+    ))
+
+    const store: Presence.Store = {
+      track: (topic, key, meta) =>
+        Effect.sync(() => {
+          own.set(meta.phx_ref, { topic, key, meta })
+          add(topic, key, meta)
+          announce([["j", topic, key, meta]])
+        }),
+      update: (topic, key, ref, meta) =>
+        Effect.sync(() => {
+          if (!own.delete(ref)) return
+          remove(topic, key, ref)
+          own.set(meta.phx_ref, { topic, key, meta })
+          add(topic, key, meta)
+          announce([["l", topic, key, ref], ["j", topic, key, meta]])
+        }),
+      untrack: (topic, key, ref) =>
+        Effect.sync(() => {
+          if (!own.delete(ref)) return
+          remove(topic, key, ref)
+          announce([["l", topic, key, ref]])
+        }),
+      list: (topic) =>
+        Effect.sync(() => {
+          // No prototype: a key such as "__proto__" is a key like any other.
+          const state: Record<string, { metas: ReadonlyArray<TrackedMeta> }> = Object.create(null)
+          for (const [key, metas] of topics.get(topic) ?? []) state[key] = { metas: [...metas] }
+          return state as Presence.State
+        }),
+      changes: PubSub.subscribe(changes)
+    }
+    return store
+  })
