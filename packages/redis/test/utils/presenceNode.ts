@@ -14,7 +14,9 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
+import { spawn } from "node:child_process"
 import { createServer } from "node:http"
+import { fileURLToPath } from "node:url"
 import { type Channel, Presence as ClientPresence, Socket } from "phoenix"
 import WebSocket from "ws"
 import { RedisPresence } from "../../src/index.js"
@@ -189,3 +191,38 @@ export const converged = (clients: ReadonlyArray<Client>, expected: View, timeou
 
 /** A prefix no other test uses. */
 export const uniquePrefix = (name: string) => `test-presence-${name}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+
+export interface ChildNode {
+  readonly socketUrl: string
+  readonly kill: (signal: NodeJS.Signals) => Effect.Effect<void>
+}
+
+/** A node in a child process (`presenceChild.ts`), killed with SIGKILL at the end of the scope if still running. */
+export const startChildNode = (options: NodeOptions): Effect.Effect<ChildNode, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const root = fileURLToPath(new URL("../../../..", import.meta.url))
+    const script = fileURLToPath(new URL("./presenceChild.ts", import.meta.url))
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        spawn(process.execPath, ["--import", "tsx", "--conditions=@effect-channels/source", script, JSON.stringify(options)], {
+          cwd: root,
+          stdio: ["ignore", "pipe", "inherit"]
+        })
+      ),
+      (child) => Effect.sync(() => child.exitCode === null && child.signalCode === null && child.kill("SIGKILL"))
+    )
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+    const socketUrl = yield* Effect.async<string>((resume) => {
+      let output = ""
+      child.stdout!.on("data", (chunk: Buffer) => {
+        output += chunk.toString("utf8")
+        const ready = /READY (\S+)\n/.exec(output)
+        if (ready !== null) resume(Effect.succeed(ready[1]!))
+      })
+      child.once("exit", (code, signal) => resume(Effect.dieMessage(`the child node exited (${code ?? signal}) before it served`)))
+    }).pipe(Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error("the child node did not start") }), Effect.orDie)
+    return {
+      socketUrl,
+      kill: (signal) => Effect.zipRight(Effect.sync(() => child.kill(signal)), Effect.promise(() => exited))
+    }
+  })
