@@ -119,15 +119,14 @@ export const make = (
     pub.on("error", () => {})
     sub.on("error", () => {})
 
+    /** Sends, or fails at once when Redis is unreachable; lost changes are counted for the log. */
     const send = (message: Wire.Message): Promise<boolean> => {
-      if (pub.status !== "ready") {
-        dropped++
-        return Promise.resolve(false)
-      }
-      return pub.publish(channel, Wire.encode(message)).then(() => true, () => {
-        dropped++
+      const lost = () => {
+        if (message.t === "delta") dropped += message.ops.length
         return false
-      })
+      }
+      if (pub.status !== "ready") return Promise.resolve(lost())
+      return pub.publish(channel, Wire.encode(message)).then(() => true, lost)
     }
 
     const ownEntries = (): Array<Wire.EntryTuple> =>
@@ -147,7 +146,7 @@ export const make = (
         helloPending = false
         if (dropped > 0) {
           runFork(Effect.logWarning(
-            `presence: ${dropped} announcements could not reach Redis; the whole state of this node is announced again`
+            `presence: ${dropped} changes could not reach Redis; the whole state of this node is announced again`
           ))
           dropped = 0
         }
