@@ -205,7 +205,7 @@ export const make = (
       }
       const message = decoded.right
       if (message.node === nodeId) return
-      const now = Date.now()
+      const now = performance.now()
       switch (message.t) {
         case "bye":
           return drop(message.node)
@@ -285,7 +285,7 @@ export const make = (
       Effect.sync(() => {
         if (helloPending) hello()
         else void send({ t: "hb", node: nodeId, seq })
-        const now = Date.now()
+        const now = performance.now()
         for (const [node, peer] of peers) if (now - peer.lastSeen > downAfter) drop(node)
       }),
       Schedule.spaced(config.heartbeatInterval)
