@@ -12,7 +12,8 @@
  *   for its whole `state`, which replaces its copy (the differences are the
  *   changes its clients get).
  * - A node unheard of for `downAfter` is down: its entries leave. Heartbeats
- *   go out every `heartbeatInterval`. Time is each receiver's own clock.
+ *   go out every `heartbeatInterval`. Time is each receiver's own monotonic
+ *   clock: the nodes' clocks need not agree.
  * - On (re)subscribing, a node sends its `state` with `ask`: every node
  *   answers with its own. That is how a new node learns the others, and how
  *   the nodes converge again after Redis comes back.
