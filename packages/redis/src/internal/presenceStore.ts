@@ -18,7 +18,8 @@
  *   answers with its own. That is how a new node learns the others, and how
  *   the nodes converge again after Redis comes back.
  * - While Redis is unreachable nothing is queued (the offline queues are
- *   off): announcements fail at once and are counted; the next `state`
+ *   off), and at most `maxInFlight` publishes wait for Redis's answer:
+ *   announcements beyond fail at once and are counted; the next `state`
  *   covers them.
  *
  * @internal
@@ -55,6 +56,9 @@ interface Peer {
   askedAt: number
   readonly entries: Map<string, Entry>
 }
+
+/** Publishes sent and not yet answered, past which announcements are dropped (and repaired later). */
+const maxInFlight = 1000
 
 /** How long to wait between reconnection attempts: quickly at first, then every second. */
 const retryStrategy = (times: number) => Math.min(times * 100, 1000)
@@ -120,14 +124,27 @@ export const make = (
     pub.on("error", () => {})
     sub.on("error", () => {})
 
-    /** Sends, or fails at once when Redis is unreachable; lost changes are counted for the log. */
+    /**
+     * Sends, or gives up at once when Redis is unreachable or stops answering
+     * (a frozen server: past `maxInFlight` unanswered publishes); lost changes
+     * are counted for the log, and repaired by the next state.
+     */
+    let inFlight = 0
+    const settled = () => {
+      inFlight--
+      return true
+    }
     const send = (message: Wire.Message): Promise<boolean> => {
       const lost = () => {
         if (message.t === "delta") dropped += message.ops.length
         return false
       }
-      if (pub.status !== "ready") return Promise.resolve(lost())
-      return pub.publish(channel, Wire.encode(message)).then(() => true, lost)
+      if (pub.status !== "ready" || inFlight >= maxInFlight) return Promise.resolve(lost())
+      inFlight++
+      return pub.publish(channel, Wire.encode(message)).then(settled, () => {
+        inFlight--
+        return lost()
+      })
     }
 
     const ownEntries = (): Array<Wire.EntryTuple> =>
