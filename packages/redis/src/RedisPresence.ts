@@ -56,24 +56,27 @@ export interface Options {
   readonly url?: string | undefined
   /** Names this cluster's channel on Redis (`{prefix}:presence`); default `effect-channels`. */
   readonly prefix?: string | undefined
-  /** This node's id; default a random one, new at each start. */
+  /** This node's id, unique in the cluster; default a random one, new at each start. */
   readonly nodeId?: string | undefined
   /** How long a node may stay silent before the others drop its entries; default 30 seconds. */
   readonly downAfter?: Duration.DurationInput | undefined
   /** How often a node says it is alive; default 1.5 s, or a third of `downAfter` if shorter. */
   readonly heartbeatInterval?: Duration.DurationInput | undefined
-  /** How long the first connection to Redis may take; default 5 seconds. */
+  /**
+   * How long starting waits for Redis; default 5 seconds. Past it, the node
+   * starts alone (with a warning) and joins the others once Redis answers.
+   */
   readonly connectTimeout?: Duration.DurationInput | undefined
 }
 
 /**
- * The options are invalid, or Redis could not be reached at start.
+ * The options are invalid (every problem is in the message).
  *
  * @since 0.1.0
  * @category errors
  */
 export class RedisPresenceError extends Data.TaggedError("RedisPresenceError")<{
-  readonly reason: "InvalidOptions" | "Unreachable"
+  readonly reason: "InvalidOptions"
   readonly message: string
 }> {}
 
@@ -87,8 +90,7 @@ export class RedisPresenceError extends Data.TaggedError("RedisPresenceError")<{
 export const make = (options: Options = {}): Effect.Effect<Presence.Store, RedisPresenceError, Scope.Scope> =>
   Either.match(config.resolve(options), {
     onLeft: (problems) => Effect.fail(new RedisPresenceError({ reason: "InvalidOptions", message: problems.join("; ") })),
-    onRight: (resolved) =>
-      internal.make(resolved, (message) => new RedisPresenceError({ reason: "Unreachable", message }))
+    onRight: internal.make
   })
 
 /**

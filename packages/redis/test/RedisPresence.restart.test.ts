@@ -48,4 +48,25 @@ describe("RedisPresence, Redis restarted", () => {
       yield* converged([ada, bob], { ada: ["{}"], bob: ["{}"] }, 10_000)
       expect(bob.diffs.some((diff) => "ada" in diff.leaves)).toBe(true)
     }), { timeout: 60_000 })
+
+  it.scopedLive("nodes started while Redis is down serve alone, then join each other once it is up", () =>
+    Effect.gen(function*() {
+      const redis = yield* startRedis
+      yield* redis.stop
+      const config: NodeOptions = {
+        url: redis.url,
+        prefix: uniquePrefix("late"),
+        batchWindow: "100 millis",
+        downAfter: "3 seconds",
+        connectTimeout: "200 millis"
+      }
+      const a = yield* startNode(config)
+      const b = yield* startNode(config)
+      const ada = yield* connect(a.socketUrl, "room:1", { user: "ada" })
+      const bob = yield* connect(b.socketUrl, "room:1", { user: "bob" })
+      yield* converged([ada], { ada: ["{}"] })
+      yield* converged([bob], { bob: ["{}"] })
+      yield* redis.start
+      yield* converged([ada, bob], { ada: ["{}"], bob: ["{}"] }, 10_000)
+    }), { timeout: 60_000 })
 })

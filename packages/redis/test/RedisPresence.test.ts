@@ -123,20 +123,15 @@ describe("RedisPresence", () => {
       }
     }))
 
-  it.effect("invalid options and an unreachable Redis are typed errors", () =>
+  it.effect("invalid options are a typed error listing every problem", () =>
     Effect.gen(function*() {
-      const invalid = yield* Effect.exit(Effect.scoped(RedisPresence.make({ url: "http://x", downAfter: "1 second", heartbeatInterval: "1 second" })))
+      const invalid = yield* Effect.exit(
+        Effect.scoped(RedisPresence.make({ url: "http://x", downAfter: "1 second", heartbeatInterval: "1 second" }))
+      )
       expect(invalid).toEqual(Exit.fail(expect.objectContaining({ _tag: "RedisPresenceError", reason: "InvalidOptions" })))
       const error = Exit.isFailure(invalid) ? JSON.stringify(invalid.cause) : ""
       expect(error).toContain("url must be")
       expect(error).toContain("downAfter must be at least twice heartbeatInterval")
-    }))
-
-  it.scopedLive("an unreachable Redis fails the layer after connectTimeout", () =>
-    Effect.gen(function*() {
-      // Port 1 on loopback: nothing listens there.
-      const exit = yield* Effect.exit(RedisPresence.make({ url: "redis://127.0.0.1:1", connectTimeout: "300 millis" }))
-      expect(Exit.isFailure(exit) && JSON.stringify(exit.cause)).toContain("Unreachable")
     }))
 
   it.scopedLive("a node's entries stay apart from another cluster's (prefix)", () =>

@@ -33,7 +33,6 @@ import * as PubSub from "effect/PubSub"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import { Redis } from "ioredis"
-import type { RedisPresenceError } from "../RedisPresence.js"
 import type { Resolved } from "./presenceConfig.js"
 import * as Wire from "./presenceWire.js"
 
@@ -64,10 +63,7 @@ const maxInFlight = 1000
 const retryStrategy = (times: number) => Math.min(times * 100, 1000)
 
 /** @internal */
-export const make = (
-  config: Resolved,
-  unreachable: (message: string) => RedisPresenceError
-): Effect.Effect<Presence.Store, RedisPresenceError, Scope.Scope> =>
+export const make = (config: Resolved): Effect.Effect<Presence.Store, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { nodeId } = config
     const channel = `{${config.prefix}}:presence`
@@ -282,14 +278,17 @@ export const make = (
       reachable = false
     })
 
-    yield* Effect.tryPromise({
-      try: () => Promise.all([pub.connect(), sub.connect(), subscribed]),
-      catch: (cause) => unreachable(`could not connect to ${config.url}: ${String(cause)}`)
-    }).pipe(
-      Effect.timeoutFail({
-        duration: config.connectTimeout,
-        onTimeout: () => unreachable(`could not connect to ${config.url} within ${Duration.format(config.connectTimeout)}`)
-      })
+    // Starting is not held up by Redis: a node serves its own clients while
+    // Redis is away, and joins the others once it is back (ioredis goes on
+    // reconnecting after a failed first attempt).
+    pub.connect().catch(() => {})
+    sub.connect().catch(() => {})
+    yield* Effect.promise(() => subscribed).pipe(
+      Effect.timeout(config.connectTimeout),
+      Effect.catchTag("TimeoutException", () =>
+        Effect.logWarning(
+          `presence: Redis not ready after ${Duration.format(config.connectTimeout)}; presence stays on this node until it is`
+        ))
     )
 
     // A clean stop: the others drop this node's entries at once, not after the down period.
