@@ -123,6 +123,23 @@ describe("RedisPresence", () => {
       }
     }))
 
+  it.scopedLive("a meta that JSON cannot carry stays on its node; replication goes on", () =>
+    Effect.gen(function*() {
+      const config = options("unencodable")
+      const a = yield* startNode(config)
+      const b = yield* startNode(config)
+      const hidden = yield* connect(a.socketUrl, "room:1", { user: "ghost", unencodable: true })
+      const watcher = yield* connect(b.socketUrl, "room:1:hidden")
+      const ada = yield* connect(a.socketUrl, "room:1", { user: "ada" })
+      const onB = yield* connect(b.socketUrl, "room:1")
+      yield* converged([ada, onB], { ada: ["{}"] })
+      yield* Effect.sleep("300 millis")
+      expect(watcher.view()).toEqual({})
+      yield* Effect.sync(() => hidden.channel.leave())
+      const bob = yield* connect(a.socketUrl, "room:1", { user: "bob" })
+      yield* converged([ada, onB, bob], { ada: ["{}"], bob: ["{}"] })
+    }))
+
   it.effect("invalid options are a typed error listing every problem", () =>
     Effect.gen(function*() {
       const invalid = yield* Effect.exit(

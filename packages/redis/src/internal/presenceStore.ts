@@ -75,6 +75,8 @@ export const make = (config: Resolved): Effect.Effect<Presence.Store, never, Sco
     // Every node's entries, this one's included, by topic and key.
     const topics = new Map<string, Map<string, Array<TrackedMeta>>>()
     const own = new Map<string, Entry>()
+    // This node's entries whose meta JSON cannot carry (a BigInt, a cycle): kept here, never announced.
+    const unannounced = new Set<string>()
     const peers = new Map<string, Peer>()
     let seq = 0
     let helloPending = false
@@ -143,8 +145,31 @@ export const make = (config: Resolved): Effect.Effect<Presence.Store, never, Sco
       })
     }
 
-    const ownEntries = (): Array<Wire.EntryTuple> =>
-      Array.from(own.values(), (entry) => [entry.topic, entry.key, entry.meta] as const)
+    const ownEntries = (): Array<Wire.EntryTuple> => {
+      const entries: Array<Wire.EntryTuple> = []
+      for (const entry of own.values()) {
+        if (!unannounced.has(entry.meta.phx_ref)) entries.push([entry.topic, entry.key, entry.meta])
+      }
+      return entries
+    }
+
+    /** Whether the other nodes may learn of the meta; if not, it stays on this node, with a warning. */
+    const announceable = (topic: string, key: string, meta: TrackedMeta) => {
+      try {
+        JSON.stringify(meta)
+        return true
+      } catch (cause) {
+        unannounced.add(meta.phx_ref)
+        runFork(Effect.logWarning(`presence: the meta of ${key} in ${topic} is not JSON; only this node shows it`, cause))
+        return false
+      }
+    }
+
+    /** Forgets an entry of this node; whether the other nodes knew of it. */
+    const forget = (ref: string) => {
+      own.delete(ref)
+      return !unannounced.delete(ref)
+    }
 
     const sendState = (ask: boolean) => send({ t: "state", node: nodeId, seq, ask, entries: ownEntries() })
 
@@ -262,19 +287,29 @@ export const make = (config: Resolved): Effect.Effect<Presence.Store, never, Sco
     sub.on("message", (from: string, raw: string) => {
       if (from === channel) receive(raw)
     })
+    // Subscribed on every (re)connection: ioredis's own resubscription happens after "ready", too late to say hello.
     let reachable = false
+    let subscribing = false
+    let everReachable = false
     let firstSubscribed: () => void
     const subscribed = new Promise<void>((resolve) => firstSubscribed = resolve)
-    sub.on("ready", () => {
+    const subscribe = () => {
+      if (subscribing || reachable || sub.status !== "ready") return
+      subscribing = true
       sub.subscribe(channel).then(() => {
-        if (reachable) runFork(Effect.logInfo("presence: Redis is reachable again"))
-        reachable = true
+        subscribing = false
+        if (everReachable) runFork(Effect.logInfo("presence: Redis is reachable again"))
+        reachable = everReachable = true
         firstSubscribed()
         hello()
-      }, () => {})
-    })
+      }, () => {
+        subscribing = false
+      })
+    }
+    sub.on("ready", subscribe)
+    let stopping = false
     sub.on("close", () => {
-      if (reachable) runFork(Effect.logWarning("presence: Redis is unreachable; presence goes on on this node"))
+      if (reachable && !stopping) runFork(Effect.logWarning("presence: Redis is unreachable; presence goes on on this node"))
       reachable = false
     })
 
@@ -294,12 +329,16 @@ export const make = (config: Resolved): Effect.Effect<Presence.Store, never, Sco
     // A clean stop: the others drop this node's entries at once, not after the down period.
     // Registered before the heartbeat starts, so that the heartbeat stops first.
     yield* Effect.addFinalizer(() =>
-      Effect.promise(() => send({ t: "bye", node: nodeId })).pipe(Effect.timeout("1 second"), Effect.ignore)
+      Effect.suspend(() => {
+        stopping = true
+        return Effect.promise(() => send({ t: "bye", node: nodeId }))
+      }).pipe(Effect.timeout("1 second"), Effect.ignore)
     )
 
-    // The heartbeat and the down check; a hello that could not go out is retried here.
+    // The heartbeat and the down check; a subscription or a hello that failed is retried here.
     yield* Effect.forkScoped(Effect.repeat(
       Effect.sync(() => {
+        subscribe()
         if (helloPending) hello()
         else void send({ t: "hb", node: nodeId, seq })
         const now = performance.now()
@@ -313,21 +352,25 @@ export const make = (config: Resolved): Effect.Effect<Presence.Store, never, Sco
         Effect.sync(() => {
           own.set(meta.phx_ref, { topic, key, meta })
           add(topic, key, meta)
-          announce([["j", topic, key, meta]])
+          if (announceable(topic, key, meta)) announce([["j", topic, key, meta]])
         }),
       update: (topic, key, ref, meta) =>
         Effect.sync(() => {
-          if (!own.delete(ref)) return
+          if (!own.has(ref)) return
+          const known = forget(ref)
           remove(topic, key, ref)
           own.set(meta.phx_ref, { topic, key, meta })
           add(topic, key, meta)
-          announce([["l", topic, key, ref], ["j", topic, key, meta]])
+          const ops: Array<Wire.Op> = known ? [["l", topic, key, ref]] : []
+          if (announceable(topic, key, meta)) ops.push(["j", topic, key, meta])
+          if (ops.length > 0) announce(ops)
         }),
       untrack: (topic, key, ref) =>
         Effect.sync(() => {
-          if (!own.delete(ref)) return
+          if (!own.has(ref)) return
+          const known = forget(ref)
           remove(topic, key, ref)
-          announce([["l", topic, key, ref]])
+          if (known) announce([["l", topic, key, ref]])
         }),
       list: (topic) =>
         Effect.sync(() => {

@@ -25,18 +25,24 @@ interface JoinParams {
   /** The key to track under; none: the client only watches. */
   readonly user?: string
   readonly meta?: Presence.Meta
+  /** Track with a meta that JSON cannot carry (a BigInt), and watch the topic without tracking. */
+  readonly unencodable?: boolean
 }
 
 /**
  * Joins track `user` with `meta`, or push the state to a watcher; `update`
- * replaces the meta, `untrack` removes the entry.
+ * replaces the meta, `untrack` removes the entry. `unencodable` tracks a meta
+ * with a BigInt in another topic (no client of it could decode it).
  */
 const Tracked = ChannelHandler.layer({
   join: (conn, event) =>
     Effect.gen(function*() {
-      const { meta = {}, user } = event.payload as JoinParams
+      const { meta = {}, unencodable, user } = event.payload as JoinParams
       const presence = yield* Presence.Presence
-      if (user !== undefined) yield* presence.track(conn, conn.topic, user, meta)
+      if (unencodable === true) {
+        yield* presence.track(conn, `${conn.topic}:hidden`, user ?? "", { big: 1n })
+        yield* presence.pushState(conn)
+      } else if (user !== undefined) yield* presence.track(conn, conn.topic, user, meta)
       else yield* presence.pushState(conn)
       return conn.allowJoin()
     }),
