@@ -32,12 +32,13 @@
  *   restart. Meanwhile each node goes on with its own entries; what another
  *   node changed meanwhile reaches it when Redis is back, and a node silent
  *   for `downAfter` (an outage that long) has its entries leave, then join
- *   again.
+ *   again. A node started while Redis is away serves alone until it is back.
+ * - Metas travel as JSON; one that JSON cannot carry (a BigInt, a cycle)
+ *   stays on its node, with a warning.
  *
  * @since 0.1.0
  */
-import { Presence } from "@effect-channels/core"
-import type { Broker } from "@effect-channels/core"
+import { type Broker, Presence } from "@effect-channels/core"
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
