@@ -85,6 +85,14 @@ export interface Subscriber {
 export interface Service {
   /** Delivers an envelope to every subscriber of its topic. */
   readonly publish: (envelope: Envelope) => Effect.Effect<void>
+  /**
+   * Delivers an envelope to this process's subscribers of its topic only. A
+   * broker that spans processes does not forward it: presence diffs take
+   * this way, since every process derives them from its own copy of the
+   * presences, as Phoenix's trackers do. In a broker local to the process,
+   * it is `publish`.
+   */
+  readonly publishLocal: (envelope: Envelope) => Effect.Effect<void>
   /** Subscribes to a topic until {@link Service.unsubscribe}; subscribing twice is once. */
   readonly subscribe: (topic: string, subscriber: Subscriber) => Effect.Effect<void>
   /** Ends a subscription; nothing if there is none. */

@@ -44,8 +44,12 @@
  *
  * Presence is local to this process: {@link layer} keeps the entries in
  * memory. They sit behind the {@link Store} interface, which a store
- * replicated between processes implements ({@link layerWithStore}); its
- * `changes` then carry the changes of every process.
+ * replicated between processes implements ({@link layerWithStore}, as
+ * `RedisPresence` of `@effect-channels/redis` does); its `changes` then
+ * carry the changes of every process. Each process turns them into diffs for
+ * its own clients: diffs go out with `Broker.publishLocal`, never across
+ * processes, so that a broker spanning processes does not deliver a diff
+ * once per process (Phoenix's presence broadcasts its diffs locally too).
  *
  * @since 0.1.0
  */
@@ -220,8 +224,9 @@ export const makeLocalStore: Effect.Effect<Store, never, Scope.Scope> = localSto
 export const layerLocalStore: Layer.Layer<PresenceStore> = Layer.scoped(PresenceStore, makeLocalStore)
 
 /**
- * The presence service over the `PresenceStore`, its diffs published through
- * the `Broker`. Its batching fibers live in the scope.
+ * The presence service over the `PresenceStore`, its diffs delivered to this
+ * process's subscribers (`Broker.publishLocal`). Its batching fibers live in
+ * the scope.
  *
  * @since 0.1.0
  * @category constructors

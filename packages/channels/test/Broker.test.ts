@@ -2,12 +2,14 @@
  * The local broker: a topic made once however many subscribe at the same
  * time, delivered in order, shut down with its last subscriber and made
  * anew after; a broadcast to an empty topic creates nothing; a subscriber
- * that throws misses its batch, and only it.
+ * that throws misses its batch, and only it; `publishLocal` is `publish`.
  */
 import { Broker } from "@effect-channels/core"
 import { describe, expect, it } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Queue from "effect/Queue"
 import * as Message from "../src/protocol/Message.js"
 
 /** A subscriber that records the payloads it is delivered. */
@@ -29,6 +31,21 @@ const until = (check: () => boolean) =>
   })
 
 describe("Broker.layerLocal", () => {
+  it.scopedLive("publishLocal delivers in order with publish, and is seen by `published`", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.makeLocal
+      const published = yield* broker.published
+      const recorder = new Recorder()
+      yield* broker.subscribe("room:l", recorder)
+      yield* publish(broker, "room:l", 1)
+      yield* broker.publishLocal(new Broker.Envelope(Message.broadcast("room:l", "event", 2)))
+      yield* publish(broker, "room:l", 3)
+      yield* until(() => recorder.seen.length === 3)
+      expect(recorder.seen).toEqual([1, 2, 3])
+      expect((yield* Queue.takeAll(published)).pipe(Chunk.map((envelope) => envelope.message.payload), Chunk.toArray))
+        .toEqual([1, 2, 3])
+    }))
+
   it.scopedLive("100 concurrent first subscribers share one topic; every one gets every broadcast, in order", () =>
     Effect.gen(function*() {
       const broker = yield* Broker.makeLocal

@@ -95,6 +95,7 @@ export const make = Effect.gen(function*() {
     publish: tracing
       ? (envelope) => Telemetry.broadcastSpan(publish(envelope), envelope.message.topic, envelope.message.event)
       : publish,
+    publishLocal: publish,
     subscribe: (name, subscriber) =>
       Effect.uninterruptible(Effect.suspend(() => {
         const current = live.get(name)

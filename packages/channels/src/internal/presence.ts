@@ -60,7 +60,7 @@ export const make = (window: Duration.Duration) =>
         Effect.zipRight(Effect.suspend(() => {
           const diff = batch.pending!
           batch.pending = undefined
-          return broker.publish(new Envelope(Msg.broadcast(topic, "presence_diff", diff)))
+          return broker.publishLocal(new Envelope(Msg.broadcast(topic, "presence_diff", diff)))
         })),
         Effect.catchAllCause((cause) => Effect.logError("presence_diff not published", cause)),
         Effect.zipRight(Effect.suspend(() => {
