@@ -2,13 +2,14 @@
 //
 //   pnpm bench [--size small|full] [--runs N] [--only effect-channels,socketio,ws]
 //   pnpm bench --only effect-channels,effect-channels+metrics,effect-channels+otel   (the cost of metrics and traces)
+//   pnpm bench --before <server.mjs> --only effect-channels@before,effect-channels,ws   (a change's before and after)
 //
 // Each server runs in its own process and is driven from this one; see
 // ../README.md for what each figure means.
 import { spawn } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import os from "node:os"
-import { dirname, join } from "node:path"
+import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { connectMany, protocols } from "./client.mjs"
 
@@ -40,6 +41,12 @@ const servers = {
   "effect-channels+otel": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "true", CHAT_TRACES: "discard" } },
   socketio: { entry: join(here, "servers/socketio.mjs"), protocol: protocols.socketio },
   ws: { entry: join(here, "servers/bare-ws.mjs"), protocol: protocols.phoenix }
+}
+// An earlier build of the chat (another commit's `pnpm --filter @effect-channels/example-chat build`),
+// run in the same run as this one: a change's figures before and after, side by side.
+const before = argument("before", undefined)
+if (before !== undefined) {
+  servers["effect-channels@before"] = { entry: resolve(before), protocol: protocols.phoenix, env: { CHAT_METRICS: "false" } }
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
