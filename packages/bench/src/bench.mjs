@@ -2,6 +2,7 @@
 //
 //   pnpm bench [--size small|full] [--runs N] [--only effect-channels,socketio,ws]
 //   pnpm bench --only effect-channels,effect-channels+metrics,effect-channels+otel   (the cost of metrics and traces)
+//   pnpm bench --only effect-channels,effect-channels+intercept   (an intercepted event against the fastlane)
 //   pnpm bench --before <server.mjs> --only effect-channels@before,effect-channels,ws   (a change's before and after)
 //
 // Each server runs in its own process and is driven from this one; see
@@ -39,6 +40,8 @@ const servers = {
   "effect-channels": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "false" } },
   "effect-channels+metrics": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "true" } },
   "effect-channels+otel": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "true", CHAT_TRACES: "discard" } },
+  // `new:msg` intercepted (handleOut passes it on unchanged): encoded per subscriber, not once.
+  "effect-channels+intercept": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "false", CHAT_INTERCEPT: "true" } },
   socketio: { entry: join(here, "servers/socketio.mjs"), protocol: protocols.socketio },
   ws: { entry: join(here, "servers/bare-ws.mjs"), protocol: protocols.phoenix }
 }

@@ -20,6 +20,7 @@
 import { type ChannelConn, ChannelEvent, ChannelHandler, Presence } from "@effect-channels/core"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 
 export const lobby = "rooms:lobby"
@@ -47,6 +48,17 @@ const memberOf = (conn: ChannelConn.ChannelConn) =>
 export interface Options {
   /** Whether a join broadcasts `user:entered` (default true; the benchmark turns it off). */
   readonly announceJoins?: boolean | undefined
+  /**
+   * Whether `new:msg` broadcasts go through `handleOut`, unchanged (default
+   * false): the benchmark's measure of what an intercepted event costs
+   * against the fastlane.
+   */
+  readonly interceptMessages?: boolean | undefined
+}
+
+const passThrough: ChannelHandler.Intercept = {
+  events: ["new:msg"],
+  handleOut: (_conn, _event, payload) => Effect.succeed(Option.some(payload))
 }
 
 const rename = (conn: ChannelConn.ChannelConn, event: ChannelEvent.ChannelEvent) =>
@@ -64,6 +76,7 @@ const rename = (conn: ChannelConn.ChannelConn, event: ChannelEvent.ChannelEvent)
   })
 
 export const makeHooks = (options: Options = {}): ChannelHandler.Hooks<Presence.Presence> => ({
+  intercept: options.interceptMessages === true ? passThrough : undefined,
   join: (conn, event) =>
     Effect.gen(function*() {
       if (event.topic !== lobby) return conn.refuseJoin({ reason: "unauthorized" })

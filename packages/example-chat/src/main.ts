@@ -7,6 +7,7 @@
  * - `CHAT_ANNOUNCE_JOINS`: `false` turns off the `user:entered` broadcast.
  * - `CHAT_LOG_LEVEL`: `false` turns off the socket's connect and join logs (Phoenix's, at Info; the
  *   benchmark's servers log nothing).
+ * - `CHAT_INTERCEPT`: `true` sends `new:msg` through `handleOut` (the benchmark's cost of `intercept`).
  * - `CHAT_METRICS`: `false` turns off metrics (and `GET /metrics`).
  * - `CHAT_TRACES`: where spans go: `none` (default), `console` or `discard`.
  */
@@ -37,6 +38,7 @@ const settings = Config.all({
     Config.string("CHAT_LOG_LEVEL").pipe(Config.withDefault("true")),
     (value): false | undefined => value === "false" ? false : undefined
   ),
+  interceptMessages: Config.map(Config.string("CHAT_INTERCEPT").pipe(Config.withDefault("false")), (value) => value === "true"),
   metrics: Config.map(Config.string("CHAT_METRICS").pipe(Config.withDefault("true")), (value) => value !== "false"),
   traces: Config.string("CHAT_TRACES").pipe(
     Config.withDefault("none"),
