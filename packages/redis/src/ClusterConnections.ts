@@ -1,0 +1,104 @@
+/**
+ * The number of connections across every node. Each node writes its own
+ * count (`ChannelBroadcaster.connected`) to Redis every `heartbeatInterval`,
+ * with an expiry of `nodeTimeout`: a node that stops heartbeating (killed,
+ * cut off from Redis) drops out of the count once its last heartbeat
+ * expires, and one that stops cleanly leaves it at once.
+ *
+ * @since 0.1.0
+ */
+import { ChannelBroadcaster } from "@effect-channels/core"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
+import * as internal from "./internal/broker.js"
+import { RedisBroker } from "./RedisBroker.js"
+
+/**
+ * Redis did not answer (it is down, or unreachable from this node).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RedisUnavailable extends Data.TaggedError("RedisUnavailable")<{ readonly cause: unknown }> {
+  override get message() {
+    return `Redis is unavailable: ${this.cause instanceof Error ? this.cause.message : String(this.cause)}`
+  }
+}
+
+/**
+ * A node and its connection count at its last heartbeat.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface NodeCount {
+  readonly nodeId: string
+  readonly connected: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /** Connections open on every live node, as of their last heartbeats. */
+  readonly connected: Effect.Effect<number, RedisUnavailable>
+  /** The live nodes and their counts. */
+  readonly nodes: Effect.Effect<ReadonlyArray<NodeCount>, RedisUnavailable>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class ClusterConnections extends Context.Tag("@effect-channels/redis/ClusterConnections")<
+  ClusterConnections,
+  Service
+>() {}
+
+/**
+ * Heartbeats this node's count for the life of the layer (and removes it on
+ * the way out), and reads the others'.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<ClusterConnections, never, RedisBroker | ChannelBroadcaster.ChannelBroadcaster> =
+  Layer.scoped(
+    ClusterConnections,
+    Effect.gen(function*() {
+      const node = yield* RedisBroker
+      const broadcaster = yield* ChannelBroadcaster.ChannelBroadcaster
+      const { config, made } = internal.nodes.get(node)!
+      const keys = [`{${config.prefix}}:nodes`, `{${config.prefix}}:counts`]
+      const ttl = String(Duration.toMillis(config.nodeTimeout))
+      const call = (name: "heartbeat" | "count" | "goodbye", args: Array<string>) =>
+        Effect.tryPromise({ try: () => made.link.script(name, keys, args), catch: (cause) => new RedisUnavailable({ cause }) })
+
+      const heartbeat = Effect.flatMap(
+        broadcaster.connected,
+        (count) => call("heartbeat", [config.nodeId, String(count), ttl])
+      ).pipe(
+        Effect.catchAll((error) => Effect.logDebug("effect-channels/redis: heartbeat failed", error.message))
+      )
+      yield* Effect.forkScoped(Effect.repeat(heartbeat, Schedule.spaced(config.heartbeatInterval)))
+      yield* Effect.addFinalizer(() => Effect.ignore(Effect.timeout(call("goodbye", [config.nodeId]), "1 second")))
+
+      const nodes = Effect.map(call("count", []), (reply) => {
+        const flat = reply as ReadonlyArray<string>
+        const result: Array<NodeCount> = []
+        for (let i = 0; i + 1 < flat.length; i += 2) {
+          result.push({ nodeId: String(flat[i]), connected: Number(flat[i + 1]) })
+        }
+        return result
+      })
+      return {
+        nodes,
+        connected: Effect.map(nodes, (all) => all.reduce((sum, node) => sum + node.connected, 0))
+      } satisfies Service
+    })
+  )
