@@ -7,9 +7,10 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import { execFileSync } from "node:child_process"
-import type { Channel, Socket } from "phoenix"
+import type { Socket } from "phoenix"
 import { RedisBroker } from "../src/index.js"
 import * as Node from "./utils/node.js"
+import { eventually, leave, member, shouts } from "./utils/members.js"
 import * as Client from "./utils/phoenixClient.js"
 
 const url = "redis://127.0.0.1:6379"
@@ -19,28 +20,6 @@ const nodes = (n: number, options: RedisBroker.Options = {}) =>
   Effect.gen(function*() {
     const prefix = Node.uniquePrefix("cluster")
     return yield* Effect.all(Array.from({ length: n }, () => Node.start({ url, prefix, ...options })))
-  })
-
-/** A client on `node` joined to `topic`, recording what it receives. */
-const member = (node: Node.TestNode, topic: string, params: Record<string, string> = {}) =>
-  Effect.gen(function*() {
-    const socket = yield* Client.socket(node.socketUrl, { params, reconnectAfterMs: () => 60_000 })
-    const [channel] = yield* Client.join(socket, topic)
-    const seen = Client.record(channel)
-    return { socket, channel, seen }
-  })
-
-const shouts = (seen: ReadonlyArray<{ readonly event: string; readonly payload: unknown }>) =>
-  seen.filter(({ event }) => event === "shout").map(({ payload }) => payload)
-
-/** Waits until `check` holds, polling every 20 ms, up to `timeout`. */
-const eventually = (check: () => boolean, what: string, timeout = 5000) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + timeout
-    while (!check()) {
-      if (Date.now() > deadline) return yield* Effect.dieMessage(`timed out waiting for ${what}`)
-      yield* Effect.sleep("20 millis")
-    }
   })
 
 const numsub = (channel: string) =>
@@ -204,8 +183,3 @@ describe("RedisBroker", () => {
       expect((yield* a!.broadcaster.connected) + (yield* b!.broadcaster.connected)).toBe(1000)
     }), 60_000)
 })
-
-const leave = (channel: Channel) =>
-  Effect.async<void>((resume) => {
-    channel.leave().receive("ok", () => resume(Effect.void)).receive("timeout", () => resume(Effect.void))
-  })

@@ -1,0 +1,68 @@
+/**
+ * Redis stops and comes back (a new `redis-server` on the same port, empty):
+ * delivery within a node goes on meanwhile, publishing does not block, and
+ * afterwards every node is back in the cluster without a restart.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Node from "./utils/node.js"
+import * as Client from "./utils/phoenixClient.js"
+import { redisServer } from "./utils/redis.js"
+import { eventually, member, shouts, until } from "./utils/members.js"
+
+describe("Redis outage", () => {
+  it.scopedLive("nodes reconnect, resubscribe and broadcast again after Redis restarts", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServer
+      const options = { url: redis.url, prefix: Node.uniquePrefix("outage"), heartbeatInterval: "100 millis", nodeTimeout: "1 second" } as const
+      const a = yield* Node.start(options)
+      const b = yield* Node.start(options)
+      const onA = yield* member(a, "rooms:r")
+      const onB = yield* member(b, "rooms:r")
+      yield* Client.push(onA.channel, "shout", { n: "before" })
+      yield* eventually(() => shouts(onB.seen).length === 1, "the broadcast before the outage")
+      yield* until(a.cluster.connected, (count) => count === 2, "the cluster count")
+
+      yield* redis.stop
+      // Within a node, delivery goes on; to the other node, broadcasts are dropped and counted.
+      yield* Client.push(onA.channel, "shout", { n: "during" })
+      yield* eventually(() => shouts(onA.seen).length === 2, "the local broadcast during the outage")
+      // Publishing never waits for Redis: 10,000 broadcasts while it is down return at once.
+      yield* Effect.timeoutFail(
+        Effect.forEach(Array.from({ length: 10_000 }, (_, n) => n), (n) => a.broadcaster.broadcast("rooms:r", "burst", { n }), { discard: true }),
+        { duration: "5 seconds", onTimeout: () => new Error("publishing blocked while Redis was down") }
+      )
+      const down = yield* a.node.stats
+      expect(down.dropped).toBeGreaterThanOrEqual(10_001)
+      expect((yield* Effect.either(a.cluster.connected))._tag).toBe("Left")
+      // A topic first joined while Redis is down is subscribed once it is back.
+      const lateOnA = yield* member(a, "rooms:late")
+      const lateOnB = yield* member(b, "rooms:late")
+
+      yield* redis.start
+      // Until both nodes have reconnected, a broadcast may be dropped: send until one arrives.
+      yield* Effect.gen(function*() {
+        for (let attempt = 0; attempt < 200; attempt++) {
+          yield* b.broadcaster.broadcast("rooms:late", "shout", { n: `probe-${attempt}` })
+          yield* Effect.sleep("50 millis")
+          if (shouts(lateOnA.seen).length > 0) return
+        }
+        return yield* Effect.dieMessage("no broadcast crossed after Redis came back")
+      })
+      yield* eventually(() => shouts(lateOnB.seen).length > 0, "b's own probes")
+      // Both directions, in order, on the topic subscribed before the outage too.
+      const before = shouts(onA.seen).length
+      for (let n = 0; n < 20; n++) yield* b.broadcaster.broadcast("rooms:r", "shout", { n })
+      for (let n = 0; n < 20; n++) yield* Client.push(onA.channel, "shout", { m: n })
+      yield* eventually(() => shouts(onA.seen).length === before + 40, "40 broadcasts on a")
+      const expectedFromB = Array.from({ length: 20 }, (_, n) => ({ n }))
+      const expectedFromA = Array.from({ length: 20 }, (_, n) => ({ m: n }))
+      const after = shouts(onA.seen).slice(before)
+      expect(after.filter((p) => "n" in (p as object))).toEqual(expectedFromB)
+      expect(after.filter((p) => "m" in (p as object))).toEqual(expectedFromA)
+      yield* eventually(() => shouts(onB.seen).filter((p) => "m" in (p as object)).length === 20, "a's 20 on b")
+      expect(shouts(onB.seen).filter((p) => "m" in (p as object))).toEqual(expectedFromA)
+      // The count is back too: the new server learns both nodes from their heartbeats.
+      yield* until(b.cluster.connected, (count) => count === 4, "the cluster count after the restart")
+    }), 60_000)
+})
