@@ -157,15 +157,33 @@ export const cluster = (
   const scripted = define(client)
   client.on("error", handlers.error)
   client.on("node error", handlers.error)
+  // ioredis connects to a master on its first command, and a command that
+  // meets a connection still opening is retried after the ones behind it:
+  // publishes would be reordered. So a node publishes only while every
+  // master's connection is open, and opens those that are not.
+  const mastersOpen = () => {
+    let open = true
+    for (const node of client.nodes("master")) {
+      if (node.status === "ready") continue
+      open = false
+      if (node.status === "wait") node.connect().catch(ignore)
+    }
+    return open
+  }
+  const ready = onceReady(client).then(() =>
+    Promise.all(client.nodes("master").map((node) => node.ping().catch(ignore))).then(() => undefined)
+  )
   client.on(sharded ? "smessageBuffer" : "messageBuffer", (_channel: Buffer, frame: Buffer) => handlers.message(frame))
   return {
-    writable: () => client.status === "ready",
+    writable: () => client.status === "ready" && mastersOpen(),
     publish: sharded ? (channel, frame) => client.spublish(channel, frame) : (channel, frame) => client.publish(channel, frame),
     subscribe: sharded ? (channel) => client.ssubscribe(channel) : (channel) => client.subscribe(channel),
     unsubscribe: sharded ? (channel) => client.sunsubscribe(channel) : (channel) => client.unsubscribe(channel),
     resubscribes: true,
     script: (name, keys, args) => scripted[name](...keys, ...args),
-    ready: onceReady(client),
+    ready,
     close: () => closeClient(client)
   }
 }
+
+const ignore = () => {}
