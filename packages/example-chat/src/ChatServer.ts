@@ -1,15 +1,19 @@
 /**
  * The chat server as a layer: the lobby channel at `/socket` (WebSocket at
  * `/socket/websocket`), `PUT /broadcast` to post into the lobby from outside
- * any channel, and the chat page at `/`.
+ * any channel, and the chat page at `/`. With a Redis URL, the node joins
+ * the others on that Redis: broadcasts and `PUT /broadcast` reach every
+ * node's members.
  */
 import { ChannelBroadcaster } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
+import { ClusterConnections, RedisBroker } from "@effect-channels/redis"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { readFileSync } from "node:fs"
@@ -30,7 +34,12 @@ const postToLobby = Effect.gen(function*() {
   const message = yield* HttpServerRequest.schemaBodyJson(PostedMessage)
   const broadcaster = yield* ChannelBroadcaster.ChannelBroadcaster
   yield* broadcaster.broadcast(LobbyChannel.lobby, "new:msg", message)
-  return yield* HttpServerResponse.json({ connected: yield* broadcaster.connected })
+  const connected = yield* broadcaster.connected
+  const cluster = yield* Effect.serviceOption(ClusterConnections.ClusterConnections)
+  if (Option.isNone(cluster)) return yield* HttpServerResponse.json({ connected })
+  // The cluster-wide count, unless Redis is down right now.
+  const clusterConnected = yield* Effect.option(cluster.value.connected)
+  return yield* HttpServerResponse.json({ connected, clusterConnected: Option.getOrNull(clusterConnected) })
 }).pipe(
   Effect.catchTags({
     ParseError: (error) => HttpServerResponse.json({ error: error.message }, { status: 400 }),
@@ -47,13 +56,25 @@ export const router = HttpRouter.empty.pipe(
   HttpRouter.put("/broadcast", postToLobby)
 )
 
-/** The channels of the chat: the lobby, over the in-process broker. */
-export const channels = (options: LobbyChannel.Options = {}) =>
-  LobbyChannel.layerWith(options).pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
+export interface Options extends LobbyChannel.Options {
+  /** A Redis to join the other nodes on (`redis://127.0.0.1:6379`); none: this process alone. */
+  readonly redisUrl?: string | undefined
+}
+
+/**
+ * The channels of the chat: the lobby, over the in-process broker, or over
+ * Redis with `redisUrl`.
+ */
+export const channels = (options: Options = {}) =>
+  LobbyChannel.layerWith(options).pipe(Layer.provideMerge(
+    options.redisUrl === undefined
+      ? ChannelBroadcaster.layerLocal
+      : RedisBroker.layerBroadcaster({ url: options.redisUrl, prefix: "chat" })
+  ))
 
 /** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */
 export const layer = (
-  options: { readonly host: string; readonly port: number } & LobbyChannel.Options
+  options: { readonly host: string; readonly port: number } & Options
 ) =>
   router.pipe(
     HttpServer.serve(),
