@@ -59,6 +59,8 @@ export const router = HttpRouter.empty.pipe(
 export interface Options extends LobbyChannel.Options {
   /** A Redis to join the other nodes on (`redis://127.0.0.1:6379`); none: this process alone. */
   readonly redisUrl?: string | undefined
+  /** The prefix of the chat's Redis channels and keys (default `chat`): the nodes of one chat share it. */
+  readonly redisPrefix?: string | undefined
 }
 
 /**
@@ -69,7 +71,7 @@ export const channels = (options: Options = {}) =>
   LobbyChannel.layerWith(options).pipe(Layer.provideMerge(
     options.redisUrl === undefined
       ? ChannelBroadcaster.layerLocal
-      : RedisBroker.layerBroadcaster({ url: options.redisUrl, prefix: "chat" })
+      : RedisBroker.layerBroadcaster({ url: options.redisUrl, prefix: options.redisPrefix ?? "chat" })
   ))
 
 /** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */

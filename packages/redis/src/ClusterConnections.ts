@@ -73,7 +73,11 @@ export const layer: Layer.Layer<ClusterConnections, never, RedisBroker | Channel
     Effect.gen(function*() {
       const node = yield* RedisBroker
       const broadcaster = yield* ChannelBroadcaster.ChannelBroadcaster
-      const { config, made } = internal.nodes.get(node)!
+      const machinery = internal.nodes.get(node)
+      if (machinery === undefined) {
+        return yield* Effect.dieMessage("ClusterConnections needs the RedisBroker of RedisBroker.layer")
+      }
+      const { config, made } = machinery
       const keys = [`{${config.prefix}}:nodes`, `{${config.prefix}}:counts`]
       const ttl = String(Duration.toMillis(config.nodeTimeout))
       const call = (name: "heartbeat" | "count" | "goodbye", args: Array<string>) =>

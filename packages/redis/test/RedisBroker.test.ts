@@ -135,6 +135,20 @@ describe("RedisBroker", () => {
       yield* eventually(() => numsub(channel) === 0, "b's unsubscribe")
     }))
 
+  it.scopedLive("messages of another format or version are dropped and counted, and delivery goes on", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* nodes(2)
+      const onB = yield* member(b!, "rooms:m")
+      const channel = `${b!.node.prefix}:rooms:m`
+      // "garbage" starts with the byte of a version that does not exist; "" is truncated.
+      execFileSync("redis-cli", ["-p", "6379", "publish", channel, "garbage"])
+      execFileSync("redis-cli", ["-p", "6379", "publish", channel, ""])
+      yield* a!.broadcaster.broadcast("rooms:m", "shout", { ok: true })
+      yield* eventually(() => shouts(onB.seen).length === 1, "the valid broadcast")
+      expect(shouts(onB.seen)).toEqual([{ ok: true }])
+      expect((yield* b!.node.stats).malformed).toBe(2)
+    }))
+
   it.live("bad options fail with one error listing every problem", () =>
     Effect.gen(function*() {
       const exit = yield* Effect.exit(Layer.build(RedisBroker.layer({
