@@ -65,4 +65,31 @@ describe("Redis outage", () => {
       // The count is back too: the new server learns both nodes from their heartbeats.
       yield* until(b.cluster.connected, (count) => count === 4, "the cluster count after the restart")
     }), 60_000)
+
+  it.scopedLive("a node started while Redis is down serves alone, then joins the cluster when Redis comes up", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServer
+      yield* redis.stop
+      const options = { url: redis.url, prefix: Node.uniquePrefix("late"), connectTimeout: "200 millis" } as const
+      const a = yield* Node.start(options)
+      const onA = yield* member(a, "rooms:r")
+      const alsoOnA = yield* member(a, "rooms:r")
+      yield* Client.push(onA.channel, "shout", { n: "alone" })
+      yield* eventually(() => shouts(alsoOnA.seen).length === 1, "local delivery without Redis")
+
+      yield* redis.start
+      const b = yield* Node.start(options)
+      const onB = yield* member(b, "rooms:r")
+      // a subscribes its topic once it reaches Redis.
+      yield* Effect.gen(function*() {
+        for (let attempt = 0; attempt < 200; attempt++) {
+          yield* b.broadcaster.broadcast("rooms:r", "shout", { n: attempt })
+          yield* Effect.sleep("50 millis")
+          if (shouts(onA.seen).length > 1) return
+        }
+        return yield* Effect.dieMessage("a never joined the cluster")
+      })
+      yield* Client.push(onA.channel, "shout", { n: "joined" })
+      yield* eventually(() => shouts(onB.seen).some((payload) => (payload as { n: unknown }).n === "joined"), "a's shout on b")
+    }), 60_000)
 })
