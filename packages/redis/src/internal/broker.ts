@@ -84,13 +84,13 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
     function handlers(): Link.Handlers {
       return {
         message: (frame) => {
-          const decoded = Codec.decode(frame)
+          const decoded = Codec.decode(frame, config.nodeId)
+          if (decoded === undefined) return
           if (typeof decoded === "string") {
             stats.malformed++
             warn("malformed", `effect-channels/redis: unreadable message from Redis (${decoded})`)
             return
           }
-          if (decoded.node === config.nodeId) return
           stats.received++
           Queue.unsafeOffer(inbox, decoded.envelope)
         },

@@ -77,8 +77,12 @@ export const encode = (node: string, envelope: Broker.Envelope): Buffer => {
   return frame
 }
 
-/** Decodes a frame: the broadcast and its origin node, or a reason it cannot be read. */
-export const decode = (frame: Buffer): Decoded | string => {
+/**
+ * Decodes a frame: the broadcast and its origin node, or a reason it cannot
+ * be read; `undefined` for a frame from `self`, whose payload is not parsed
+ * (Redis sends a node its own broadcasts back).
+ */
+export const decode = (frame: Buffer, self: string): Decoded | string | undefined => {
   if (frame.byteLength < 3) return "truncated frame"
   if (frame[0] !== version) return `unknown version ${frame[0]}`
   const flags = frame[1]!
@@ -96,6 +100,7 @@ export const decode = (frame: Buffer): Decoded | string => {
     return text(length)
   }
   const node = text(frame[2]!)
+  if (node === self) return undefined
   const topic = sized()
   const event = sized()
   const except = (flags & exceptFlag) === 0 ? undefined : sized()
