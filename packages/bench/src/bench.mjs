@@ -1,6 +1,7 @@
 // effect-channels side by side with Socket.IO and bare ws, in one run.
 //
 //   pnpm bench [--size small|full] [--runs N] [--only effect-channels,socketio,ws]
+//   pnpm bench --only effect-channels,effect-channels+metrics,effect-channels+otel   (the cost of metrics and traces)
 //
 // Each server runs in its own process and is driven from this one; see
 // ../README.md for what each figure means.
@@ -28,8 +29,15 @@ const sizes = {
 }
 const config = sizes[size]
 
+const chat = join(root, "packages/example-chat/dist/server.mjs")
+// effect-channels with metrics off (the figures compared with the peers), and
+// the variants that measure what metrics and traces cost: metrics on and
+// exported through OpenTelemetry (`GET /metrics`), then also an OpenTelemetry
+// tracer that makes every span and discards it (no exporter's cost).
 const servers = {
-  "effect-channels": { entry: join(root, "packages/example-chat/dist/server.mjs"), protocol: protocols.phoenix },
+  "effect-channels": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "false" } },
+  "effect-channels+metrics": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "true" } },
+  "effect-channels+otel": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "true", CHAT_TRACES: "discard" } },
   socketio: { entry: join(here, "servers/socketio.mjs"), protocol: protocols.socketio },
   ws: { entry: join(here, "servers/bare-ws.mjs"), protocol: protocols.phoenix }
 }
@@ -44,7 +52,7 @@ const median = (values) => percentile(values, 50)
 const start = async (name) => {
   const port = 20000 + Math.floor(Math.random() * 20000)
   const child = spawn(process.execPath, [servers[name].entry], {
-    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", CHAT_ANNOUNCE_JOINS: "false" },
+    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", CHAT_ANNOUNCE_JOINS: "false", ...servers[name].env },
     stdio: ["ignore", "pipe", "inherit"]
   })
   await new Promise((resolve, reject) => {
@@ -236,7 +244,13 @@ const main = async () => {
   }
   const ours = "effect-channels"
   const ratioNames = names.includes(ours) ? names.filter((name) => name !== ours) : []
-  const header = ["figure", ...names, ...ratioNames.map((name) => `ours / ${name}`)]
+  // A variant of ours is compared with ours; ours is compared with a peer.
+  const isVariant = (name) => name.startsWith(`${ours}+`)
+  const ratio = (name, key) => {
+    const [top, bottom] = isVariant(name) ? [medians[name][key], medians[ours][key]] : [medians[ours][key], medians[name][key]]
+    return bottom === 0 ? "–" : `${(top / bottom).toFixed(2)}×`
+  }
+  const header = ["figure", ...names, ...ratioNames.map((name) => isVariant(name) ? `${name} / ours` : `ours / ${name}`)]
   const lines = [
     `${info.date} · Node ${info.node} · ${info.cpus} · ${info.memory} · size ${size} · median of ${runs} run(s)`,
     "",
@@ -244,10 +258,7 @@ const main = async () => {
     `| ${header.map(() => "---").join(" | ")} |`,
     ...rows.map(([key, label, , digits]) => {
       const values = names.map((name) => medians[name][key].toFixed(digits))
-      const ratios = ratioNames.map((name) => {
-        const peer = medians[name][key]
-        return peer === 0 ? "–" : `${(medians[ours][key] / peer).toFixed(2)}×`
-      })
+      const ratios = ratioNames.map((name) => ratio(name, key))
       return `| ${label} | ${[...values, ...ratios].join(" | ")} |`
     })
   ]

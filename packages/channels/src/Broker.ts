@@ -29,8 +29,12 @@ import * as Layer from "effect/Layer"
 import type * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as internal from "./internal/localBroker.js"
+import { byteLength } from "./internal/metrics.js"
 import type { Broadcast, Frame } from "./protocol/Message.js"
 import type { Serializer, UnencodableMessage } from "./protocol/Serializer.js"
+
+const frameBytes = (frame: Either.Either<Frame, UnencodableMessage>) =>
+  frame._tag === "Right" ? byteLength(frame.right) : 0
 
 /**
  * A broadcast on its way to subscribers.
@@ -41,6 +45,8 @@ import type { Serializer, UnencodableMessage } from "./protocol/Serializer.js"
 export class Envelope {
   private v1: Either.Either<Frame, UnencodableMessage> | undefined
   private v2: Either.Either<Frame, UnencodableMessage> | undefined
+  private v1Bytes: number | undefined
+  private v2Bytes: number | undefined
 
   constructor(
     readonly message: Broadcast,
@@ -52,6 +58,12 @@ export class Envelope {
   frame(serializer: Serializer): Either.Either<Frame, UnencodableMessage> {
     if (serializer.vsn === "2.0.0") return this.v2 ??= serializer.encode(this.message)
     return this.v1 ??= serializer.encode(this.message)
+  }
+
+  /** The size in bytes of the encoded message (0 if it cannot be encoded), computed once per serializer. */
+  byteLength(serializer: Serializer): number {
+    if (serializer.vsn === "2.0.0") return this.v2Bytes ??= frameBytes(this.frame(serializer))
+    return this.v1Bytes ??= frameBytes(this.frame(serializer))
   }
 }
 

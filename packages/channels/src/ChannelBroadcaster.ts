@@ -18,9 +18,10 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import { broadcastRefusal } from "./internal/frameSize.js"
 import * as Registry from "./internal/registry.js"
 import { Broker, Envelope, layerLocal as localBroker } from "./Broker.js"
-import type { Broadcast, Payload } from "./protocol/Message.js"
+import type { Broadcast, MessageTooLarge, Payload } from "./protocol/Message.js"
 import * as Message from "./protocol/Message.js"
 
 /**
@@ -37,8 +38,11 @@ export const disconnectEvent = "disconnect"
  * @category models
  */
 export interface Service {
-  /** Broadcasts an event to every subscriber of a topic. */
-  readonly broadcast: (topic: string, event: string, payload?: Payload) => Effect.Effect<void>
+  /**
+   * Broadcasts an event to every subscriber of a topic; fails with
+   * `MessageTooLarge`, sending nothing, when its frame is over `maxOutboundSize`.
+   */
+  readonly broadcast: (topic: string, event: string, payload?: Payload) => Effect.Effect<void, MessageTooLarge>
   /** The number of connections open in this process. */
   readonly connected: Effect.Effect<number>
   /** Closes every connection whose socket id is `id`. */
@@ -80,14 +84,34 @@ export class ChannelBroadcaster extends Context.Tag("@effect-channels/ChannelBro
 
 /**
  * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * The largest broadcast sent, in bytes of its encoded frame; default 1 MiB
+   * (the socket's default `maxFrameSize`). Broadcasts made through a
+   * channel (`conn.broadcast`) have the socket's limit instead.
+   */
+  readonly maxOutboundSize?: number | undefined
+}
+
+/**
+ * A broadcaster with `options`.
+ *
+ * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<Service, never, Broker | Scope.Scope> = Effect.gen(function*() {
+export const makeWith = (options: Options): Effect.Effect<Service, never, Broker | Scope.Scope> => Effect.gen(function*() {
   const broker = yield* Broker
   const registry = yield* Registry.make
+  const limit = options.maxOutboundSize ?? 1024 * 1024
   return {
     broadcast: (topic, event, payload = {}) =>
-      broker.publish(new Envelope(Message.broadcast(topic, event, payload))),
+      Effect.suspend(() => {
+        const envelope = new Envelope(Message.broadcast(topic, event, payload))
+        const refused = broadcastRefusal(envelope, limit)
+        return refused === undefined ? broker.publish(envelope) : Effect.fail(refused)
+      }),
     connected: Effect.sync(registry.size),
     disconnect: (id) => broker.publish(new Envelope(Message.broadcast(id, disconnectEvent, {}))),
     broadcasts: Stream.unwrapScoped(Effect.map(broker.published, (envelopes) =>
@@ -98,10 +122,27 @@ export const make: Effect.Effect<Service, never, Broker | Scope.Scope> = Effect.
 })
 
 /**
+ * A broadcaster with the default options.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<Service, never, Broker | Scope.Scope> = makeWith({})
+
+/**
  * @since 0.1.0
  * @category layers
  */
 export const layer: Layer.Layer<ChannelBroadcaster, never, Broker> = Layer.scoped(ChannelBroadcaster, make)
+
+/**
+ * The broadcaster with `options`, over the broker in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerWith = (options: Options): Layer.Layer<ChannelBroadcaster, never, Broker> =>
+  Layer.scoped(ChannelBroadcaster, makeWith(options))
 
 /**
  * The broadcaster over a broker local to this process: the default setup.

@@ -18,7 +18,7 @@ import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type { ChannelEvent } from "./ChannelEvent.js"
-import type { Payload, ReplyStatus } from "./protocol/Message.js"
+import type { MessageTooLarge, Payload, ReplyStatus } from "./protocol/Message.js"
 
 /**
  * What a connection was opened with: the transport, the connect parameters
@@ -94,14 +94,18 @@ export interface ChannelConn {
   readonly allowJoin: (response?: Payload) => JoinResult
   /** Refuses the join; the client gets an error reply with `reason`. */
   readonly refuseJoin: (reason: Payload) => JoinResult
-  /** Replies to an event that carried a ref (a push from the client). */
-  readonly reply: (event: ChannelEvent, status: ReplyStatus, response?: Payload) => Effect.Effect<void>
+  /**
+   * Replies to an event that carried a ref (a push from the client). This and
+   * the three below fail with `MessageTooLarge`, sending nothing, when the
+   * encoded message is over the socket's `maxOutboundSize`.
+   */
+  readonly reply: (event: ChannelEvent, status: ReplyStatus, response?: Payload) => Effect.Effect<void, MessageTooLarge>
   /** Sends an event to this client only. */
-  readonly push: (event: string, payload?: Payload) => Effect.Effect<void>
+  readonly push: (event: string, payload?: Payload) => Effect.Effect<void, MessageTooLarge>
   /** Sends an event to every subscriber of the topic, this client included. */
-  readonly broadcast: (event: string, payload?: Payload) => Effect.Effect<void>
+  readonly broadcast: (event: string, payload?: Payload) => Effect.Effect<void, MessageTooLarge>
   /** Sends an event to every subscriber of the topic but this client. */
-  readonly broadcastFrom: (event: string, payload?: Payload) => Effect.Effect<void>
+  readonly broadcastFrom: (event: string, payload?: Payload) => Effect.Effect<void, MessageTooLarge>
   /** Leaves the channel from the server side: the client receives `phx_close`. */
   readonly leave: Effect.Effect<void>
   /** State of this channel only. */

@@ -107,6 +107,8 @@ export interface Hooks<R = never> extends ChannelHooks<R>, SocketHooks<R> {}
  * @category models
  */
 export interface Channel {
+  /** The topic pattern these hooks serve (`ChannelRouter`'s key; a plain handler's is `*`), a label of the metrics. */
+  readonly pattern?: string | undefined
   readonly join: (conn: ChannelConn, event: ChannelEvent) => Effect.Effect<JoinResult, unknown>
   readonly leave: (conn: ChannelConn, reason: LeaveReason) => Effect.Effect<void, unknown>
   /**
@@ -146,8 +148,10 @@ export class ChannelHandler extends Context.Tag("@effect-channels/ChannelHandler
 /** @internal */
 export const provideHooks = <R>(
   hooks: ChannelHooks<R>,
-  context: Context.Context<R>
+  context: Context.Context<R>,
+  pattern = "*"
 ): Channel => ({
+  pattern,
   join: (conn, event) => Effect.provide(hooks.join(conn, event), context),
   // The hook's requirements are met by the context provided around the loop.
   handleEvents: (loop) =>

@@ -47,7 +47,7 @@ export const make = <R, R2 = never>(
   socket: SocketHooks<R2> = {}
 ): Effect.Effect<Service, never, R | R2> =>
   Effect.map(Effect.context<R | R2>(), (context) => {
-    const table = Object.entries(routes).map(([pattern, hooks]) => [pattern, provideHooks(hooks, context)] as const)
+    const table = Object.entries(routes).map(([pattern, hooks]) => [pattern, provideHooks(hooks, context, pattern)] as const)
     return {
       ...provideSocketHooks(socket, context),
       channel: (topic) => table.find(([pattern]) => matches(pattern, topic))?.[1]

@@ -46,6 +46,7 @@ import { Broker } from "./Broker.js"
 import { ChannelBroadcaster } from "./ChannelBroadcaster.js"
 import type { ConnectInfo } from "./ChannelConn.js"
 import { ChannelHandler } from "./ChannelHandler.js"
+import { telemetry } from "./internal/metrics.js"
 import * as internal from "./internal/socket.js"
 import type { Opened } from "./transport/Transport.js"
 import * as WebSocket from "./transport/WebSocket.js"
@@ -81,6 +82,18 @@ export interface Options {
   readonly checkOrigin?: CheckOrigin | undefined
   /** The largest frame accepted, in bytes; default 1 MiB. Larger frames close the connection with 1009. */
   readonly maxFrameSize?: number | undefined
+  /**
+   * How deeply a received payload may nest arrays and objects (`{}` is 1);
+   * default 64. A frame nested deeper is malformed: the connection is closed
+   * with 1007 before any handler sees it.
+   */
+  readonly maxNestingDepth?: number | undefined
+  /**
+   * The largest message a channel sends, in bytes of its encoded frame;
+   * default `maxFrameSize`. `conn.push`, `conn.reply`, `conn.broadcast` and
+   * `conn.broadcastFrom` fail with `MessageTooLarge` past it, sending nothing.
+   */
+  readonly maxOutboundSize?: number | undefined
   /** How many channels one connection may join; default 100. */
   readonly maxChannels?: number | undefined
   /**
@@ -199,7 +212,7 @@ export const make = (
   options: Options = {}
 ): Effect.Effect<ChannelSocket, never, ChannelHandler | Broker | ChannelBroadcaster> =>
   Effect.map(
-    Effect.all({ handler: ChannelHandler, broker: Broker, broadcaster: ChannelBroadcaster }),
+    Effect.all({ handler: ChannelHandler, broker: Broker, broadcaster: ChannelBroadcaster, telemetry }),
     (services) => new ChannelSocketImpl(internal.resolveOptions(options), services)
   )
 
@@ -285,7 +298,7 @@ export const websocketOf = (
       Effect.catchAll((error) =>
         error._tag === "Refused"
           ? Effect.succeed(refusal(error.status))
-          : Effect.as(Effect.logWarning("websocket upgrade failed", error), HttpServerResponse.empty())
+          : Effect.as(Effect.annotateLogs(Effect.logWarning("websocket upgrade failed"), "error", String(error)), HttpServerResponse.empty())
       )
     )
   })

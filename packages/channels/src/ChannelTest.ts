@@ -52,12 +52,14 @@ import type { ConnectRefused } from "./ChannelHandler.js"
 import { ChannelHandler } from "./ChannelHandler.js"
 import type * as ChannelSocket from "./ChannelSocket.js"
 import { Refused as ChannelSocketRefused } from "./ChannelSocket.js"
+import { telemetry } from "./internal/metrics.js"
 import * as Socket from "./internal/socket.js"
 import * as ClientCodec from "./protocol/ClientCodec.js"
 import type { Broadcast, Frame, Outbound, Payload, Push, Reply, ReplyStatus } from "./protocol/Message.js"
 import type * as Presence from "./Presence.js"
 import * as Msg from "./protocol/Message.js"
 import * as Serializer from "./protocol/Serializer.js"
+import { bytes, Mailbox } from "./internal/testMailbox.js"
 import type * as Connection from "./runtime/Connection.js"
 import type { Listener, Opened } from "./transport/Transport.js"
 
@@ -135,21 +137,32 @@ export interface TestSocket {
   readonly socket: SocketInfo
   /** Completes when the server closes the connection. */
   readonly closed: Effect.Effect<Closed>
-  /** @internal */
-  readonly connection: Connection.Connection
-  /** @internal */
-  readonly mailbox: Mailbox<Outbound>
-  /** @internal */
-  readonly presences: Map<string, Presence.State>
-  /** @internal */
-  readonly history: Array<Outbound>
-  /** @internal */
-  readonly fiber: Fiber.RuntimeFiber<void>
-  /** @internal */
-  readonly end: Deferred.Deferred<Closed>
-  /** @internal */
-  nextRef: number
 }
+
+/** A test socket with what the verbs of this module use. */
+class TestSocketImpl implements TestSocket {
+  readonly _tag = "TestSocket"
+  nextRef = 0
+  constructor(
+    readonly connection: Connection.Connection,
+    readonly mailbox: Mailbox<Outbound>,
+    readonly presences: Map<string, Presence.State>,
+    readonly history: Array<Outbound>,
+    readonly fiber: Fiber.RuntimeFiber<void>,
+    readonly end: Deferred.Deferred<Closed>
+  ) {}
+  get socket(): SocketInfo {
+    return this.connection.socket
+  }
+  get closed(): Effect.Effect<Closed> {
+    return Deferred.await(this.end)
+  }
+  toJSON() {
+    return { _id: "TestSocket", id: Option.getOrNull(this.socket.id), received: this.history.length }
+  }
+}
+
+const impl = (socket: TestSocket): TestSocketImpl => socket as TestSocketImpl
 
 /**
  * A channel joined by a {@link TestSocket}.
@@ -166,69 +179,33 @@ export interface TestChannel {
   readonly reply: Payload
 }
 
-/** Messages kept until an assertion takes them, with waiters woken on arrival. */
-/** @internal */
-export class Mailbox<A> {
-  private readonly items: Array<A> = []
-  private readonly waiters = new Set<() => void>()
-
-  add(item: A) {
-    this.items.push(item)
-    for (const waiter of this.waiters) waiter()
-  }
-
-  take(predicate: (item: A) => boolean): A | undefined {
-    const index = this.items.findIndex(predicate)
-    return index === -1 ? undefined : this.items.splice(index, 1)[0]
-  }
-
-  /** Waits for the first item satisfying the predicate and removes it. */
-  await(predicate: (item: A) => boolean): Effect.Effect<A> {
-    return Effect.async<A>((resume) => {
-      const found = this.take(predicate)
-      if (found !== undefined) return resume(Effect.succeed(found))
-      const waiter = () => {
-        const item = this.take(predicate)
-        if (item === undefined) return
-        this.waiters.delete(waiter)
-        resume(Effect.succeed(item))
-      }
-      this.waiters.add(waiter)
-      return Effect.sync(() => this.waiters.delete(waiter))
-    })
-  }
-
-  /** Waits until `condition` holds, checked as each item arrives; takes nothing. */
-  until(condition: () => boolean): Effect.Effect<void> {
-    return Effect.async<void>((resume) => {
-      if (condition()) return resume(Effect.void)
-      const waiter = () => {
-        if (!condition()) return
-        this.waiters.delete(waiter)
-        resume(Effect.void)
-      }
-      this.waiters.add(waiter)
-      return Effect.sync(() => this.waiters.delete(waiter))
-    })
-  }
-
-  describe(): string {
-    return this.items.length === 0 ? "nothing" : this.items.map((item) => JSON.stringify(item, bytes)).join("\n  ")
-  }
-}
-
-const bytes = (_key: string, value: unknown) =>
-  value instanceof Uint8Array ? `<${value.length} bytes: ${Array.from(value.subarray(0, 16)).join(" ")}>` : value
-
 /**
  * The service behind the test layer: the broadcasts observed so far.
  *
  * @since 0.1.0
  * @category tags
  */
-export class ChannelTest extends Context.Tag("@effect-channels/ChannelTest")<ChannelTest, {
-  readonly broadcasts: Mailbox<Broadcast>
-}>() {}
+export class ChannelTest extends Context.Tag("@effect-channels/ChannelTest")<ChannelTest, Recorder>() {}
+
+/**
+ * What the test layer records: the broadcasts published in it that no
+ * assertion has taken yet.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Recorder {
+  readonly broadcasts: Effect.Effect<ReadonlyArray<Broadcast>>
+}
+
+const recorded = Effect.map(ChannelTest, (recorder) => (recorder as RecorderImpl).mailbox)
+
+class RecorderImpl implements Recorder {
+  readonly mailbox = new Mailbox<Broadcast>()
+  get broadcasts() {
+    return Effect.sync(() => this.mailbox.items.slice())
+  }
+}
 
 /**
  * The test layer: a local broker and broadcaster, and the recorder of their
@@ -241,11 +218,11 @@ export const layer: Layer.Layer<ChannelTest | Broker | ChannelBroadcaster.Channe
   ChannelTest,
   Effect.gen(function*() {
     const broker = yield* Broker
-    const broadcasts = new Mailbox<Broadcast>()
+    const recorder = new RecorderImpl()
     const published = yield* broker.published
     yield* Effect.forkScoped(Effect.forever(Effect.map(Queue.take(published), (envelope) =>
-      broadcasts.add(envelope.message))))
-    return { broadcasts }
+      recorder.mailbox.add(envelope.message))))
+    return recorder
   })
 ).pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
 
@@ -310,7 +287,8 @@ export const connect = (
     const services = {
       handler: yield* ChannelHandler,
       broker: yield* Broker,
-      broadcaster: yield* ChannelBroadcaster.ChannelBroadcaster
+      broadcaster: yield* ChannelBroadcaster.ChannelBroadcaster,
+      telemetry: yield* telemetry
     }
     const info = options.connectInfo ?? {}
     const query = new URLSearchParams({ ...params, vsn: Serializer.V2.vsn })
@@ -368,29 +346,18 @@ export const connect = (
       yield* accepted.right.run
     })))
     const connection = yield* Deferred.await(started)
-    return {
-      _tag: "TestSocket",
-      socket: connection.socket,
-      closed: Deferred.await(end),
-      connection,
-      mailbox,
-      presences,
-      history,
-      fiber,
-      end,
-      nextRef: 0
-    } satisfies TestSocket
+    return new TestSocketImpl(connection, mailbox, presences, history, fiber, end) as TestSocket
   })
 
 const send = (socket: TestSocket, topic: string, event: string, payload: Payload, joinRef: string | null) =>
   Effect.sync(() => {
-    const ref = String(++socket.nextRef)
-    socket.connection.onFrame(ClientCodec.encode({ joinRef: joinRef ?? ref, ref, topic, event, payload }))
+    const ref = String(++impl(socket).nextRef)
+    impl(socket).connection.onFrame(ClientCodec.encode({ joinRef: joinRef ?? ref, ref, topic, event, payload }))
     return ref
   })
 
 const awaitReply = (socket: TestSocket, ref: string, timeout: Duration.DurationInput) =>
-  within(socket.mailbox.await((message) => message._tag === "Reply" && message.ref === ref), timeout) as Effect.Effect<
+  within(impl(socket).mailbox.await((message) => message._tag === "Reply" && message.ref === ref), timeout) as Effect.Effect<
     Option.Option<Reply>
   >
 
@@ -456,10 +423,10 @@ export const leave = (channel: TestChannel): Effect.Effect<void, AssertionFailed
 export const close = (socket: TestSocket): Effect.Effect<void> =>
   Effect.zipRight(
     Effect.sync(() => {
-      Deferred.unsafeDone(socket.end, Exit.succeed({ code: 1000, reason: "closed by the client" }))
-      socket.connection.onClose()
+      Deferred.unsafeDone(impl(socket).end, Exit.succeed({ code: 1000, reason: "closed by the client" }))
+      impl(socket).connection.onClose()
     }),
-    Fiber.await(socket.fiber)
+    Fiber.await(impl(socket).fiber)
   )
 
 /**
@@ -469,7 +436,7 @@ export const close = (socket: TestSocket): Effect.Effect<void> =>
  * @since 0.1.0
  * @category sockets
  */
-export const abort = (socket: TestSocket): Effect.Effect<void> => Effect.asVoid(Fiber.interrupt(socket.fiber))
+export const abort = (socket: TestSocket): Effect.Effect<void> => Effect.asVoid(Fiber.interrupt(impl(socket).fiber))
 
 // Assertions
 
@@ -489,7 +456,7 @@ export const assertReply = (
 ): Effect.Effect<Payload, AssertionFailed> =>
   Effect.flatMap(awaitReply(channel.socket, ref, options.timeout ?? "100 millis"), (reply) => {
     if (Option.isNone(reply)) {
-      return fail(`expected a reply to ref ${ref}, received:\n  ${channel.socket.mailbox.describe()}`)
+      return fail(`expected a reply to ref ${ref}, received:\n  ${impl(channel.socket).mailbox.describe()}`)
     }
     if (reply.value.status !== status || !matchPayload(response, reply.value.response)) {
       return fail(
@@ -508,7 +475,7 @@ const pushMatcher = (target: TestSocket | TestChannel, event: string, payload: P
   (target._tag === "TestSocket" || message.topic === target.topic) &&
   matchPayload(payload, message.payload)
 
-const socketOf = (target: TestSocket | TestChannel) => (target._tag === "TestSocket" ? target : target.socket)
+const socketOf = (target: TestSocket | TestChannel) => impl(target._tag === "TestSocket" ? target : target.socket)
 
 /**
  * Asserts that the client receives `event` (pushed to it, or broadcast to a
@@ -564,7 +531,7 @@ export const assertBroadcast = (
   payload?: PayloadMatch,
   options: AssertOptions = {}
 ): Effect.Effect<Payload, AssertionFailed, ChannelTest> =>
-  Effect.flatMap(ChannelTest, ({ broadcasts }) =>
+  Effect.flatMap(recorded, (broadcasts) =>
     Effect.flatMap(within(broadcasts.await(broadcastMatcher(topic, event, payload)), options.timeout), (message) =>
       Option.isSome(message)
         ? Effect.succeed(message.value.payload)
@@ -584,7 +551,7 @@ export const refuteBroadcast = (
   payload?: PayloadMatch,
   options: AssertOptions = {}
 ): Effect.Effect<void, AssertionFailed, ChannelTest> =>
-  Effect.flatMap(ChannelTest, ({ broadcasts }) =>
+  Effect.flatMap(recorded, (broadcasts) =>
     Effect.flatMap(within(broadcasts.await(broadcastMatcher(topic, event, payload)), options.timeout), (message) =>
       Option.isSome(message)
         ? fail(`expected no broadcast ${event} to ${topic}, received:\n  ${JSON.stringify(message.value, bytes)}`)
@@ -606,7 +573,7 @@ export const assertClosed = (
     if (code !== undefined && closed.value.code !== code) {
       return fail(`expected close code ${code}, got ${closed.value.code} (${closed.value.reason})`)
     }
-    return Effect.zipRight(Fiber.await(socket.fiber), Effect.succeed(closed.value))
+    return Effect.zipRight(Fiber.await(impl(socket).fiber), Effect.succeed(closed.value))
   })
 
 // Presence
@@ -642,7 +609,7 @@ const syncPresence = (presences: Map<string, Presence.State>, message: Push | Br
  * @category presence
  */
 export const presenceOf = (channel: TestChannel): Effect.Effect<Presence.State> =>
-  Effect.sync(() => channel.socket.presences.get(channel.topic) ?? {})
+  Effect.sync(() => impl(channel.socket).presences.get(channel.topic) ?? {})
 
 /**
  * Asserts that, within the timeout, the client's view of the channel's
@@ -658,11 +625,11 @@ export const assertPresence = (
 ): Effect.Effect<Presence.State, AssertionFailed> => {
   const counts = () =>
     Object.fromEntries(
-      Object.entries(channel.socket.presences.get(channel.topic) ?? {}).map(([key, { metas }]) => [key, metas.length])
+      Object.entries(impl(channel.socket).presences.get(channel.topic) ?? {}).map(([key, { metas }]) => [key, metas.length])
     )
   const matches = () => equals(counts(), expected)
   return Effect.flatMap(
-    within(channel.socket.mailbox.until(matches), options.timeout),
+    within(impl(channel.socket).mailbox.until(matches), options.timeout),
     (done) =>
       Option.isSome(done)
         ? presenceOf(channel)
@@ -676,4 +643,4 @@ export const assertPresence = (
  * @since 0.1.0
  * @category sockets
  */
-export const received = (socket: TestSocket): ReadonlyArray<Outbound> => socket.history
+export const received = (socket: TestSocket): ReadonlyArray<Outbound> => impl(socket).history

@@ -60,6 +60,7 @@ import type { Broker } from "./Broker.js"
 import type { ChannelConn } from "./ChannelConn.js"
 import * as internal from "./internal/presence.js"
 import * as localStore from "./internal/localPresenceStore.js"
+import type { MessageTooLarge } from "./protocol/Message.js"
 
 /**
  * What a handler tracks about a presence: a JSON object.
@@ -134,7 +135,7 @@ export interface Service {
    * channel's, pushes `presence_state` to its client. Tracking a key the
    * channel already tracks in that topic updates it. Returns the `phx_ref`.
    */
-  readonly track: (conn: ChannelConn, topic: string, key: string, meta: Meta) => Effect.Effect<string>
+  readonly track: (conn: ChannelConn, topic: string, key: string, meta: Meta) => Effect.Effect<string, MessageTooLarge>
   /**
    * Replaces the meta of the channel's entry (or maps it, given a function);
    * diffs as a leave of the old meta and a join of the new one, whose
@@ -153,8 +154,10 @@ export interface Service {
   /**
    * Pushes `presence_state` (the state of the channel's topic) to a client
    * that is not tracked itself, so that its `Presence` sees the others.
+   * `track` and `pushState` fail with `MessageTooLarge` when the state is
+   * over the socket's `maxOutboundSize`.
    */
-  readonly pushState: (conn: ChannelConn) => Effect.Effect<void>
+  readonly pushState: (conn: ChannelConn) => Effect.Effect<void, MessageTooLarge>
 }
 
 /**

@@ -228,3 +228,75 @@ describe("ClientCodec", () => {
     }))
   })
 })
+
+/** A value nesting `depth` arrays, the innermost holding 1. */
+const nested = (depth: number) => "[".repeat(depth) + "1" + "]".repeat(depth)
+/** A value nesting `depth` objects: {"a":{"a":...{}}}. */
+const nestedObjects = (depth: number) => `{"a":`.repeat(depth - 1) + "{}" + "}".repeat(depth - 1)
+
+describe("nesting depth", () => {
+  const reason = (serializer: Serializer.Serializer, frame: string) => {
+    const result = serializer.decode(frame)
+    return Either.isLeft(result) ? result.left.reason : undefined
+  }
+  const v2 = (payload: string) => `["1","2","room:1","e",${payload}]`
+  const v1 = (payload: string) => `{"topic":"room:1","event":"e","ref":"2","payload":${payload}}`
+
+  it("a payload at the default limit (64) is decoded, one level deeper is malformed, in V1 and V2", () => {
+    expect(Serializer.defaultMaxNestingDepth).toBe(64)
+    for (const [serializer, frame] of [[Serializer.V2, v2], [Serializer.V1, v1]] as const) {
+      expect(reason(serializer, frame(nested(64)))).toBeUndefined()
+      expect(reason(serializer, frame(nestedObjects(64)))).toBeUndefined()
+      expect(reason(serializer, frame(nested(65)))).toBe("payload nested deeper than 64")
+      expect(reason(serializer, frame(nestedObjects(65)))).toBe("payload nested deeper than 64")
+    }
+  })
+
+  it("the depth that counts is the deepest branch, among many shallow containers", () => {
+    const wide = `[${Array.from({ length: 200 }, () => `{"x":[1]}`).join(",")}]`
+    expect(reason(Serializer.V2, v2(wide))).toBeUndefined()
+    expect(reason(Serializer.V2, v2(`[${wide},${nested(64)}]`))).toBe("payload nested deeper than 64")
+    // Brackets inside strings are not containers.
+    expect(reason(Serializer.V2, v2(JSON.stringify({ text: "[".repeat(500) })))).toBeUndefined()
+  })
+
+  it("100,000 nested arrays are refused, without overflowing the stack", () => {
+    expect(reason(Serializer.V2, v2(nested(100_000)))).toBe("payload nested deeper than 64")
+    expect(reason(Serializer.V1, v1(nested(100_000)))).toBe("payload nested deeper than 64")
+  })
+
+  it("the limit is an option: v2({ maxNestingDepth }) and fromVsn", () => {
+    const shallow = Serializer.v2({ maxNestingDepth: 3 })
+    expect(reason(shallow, v2(nested(3)))).toBeUndefined()
+    expect(reason(shallow, v2(nested(4)))).toBe("payload nested deeper than 3")
+    const fromVsn = Option.getOrThrow(Serializer.fromVsn("1.0.0", { maxNestingDepth: 3 }))
+    expect(reason(fromVsn, v1(nested(4)))).toBe("payload nested deeper than 3")
+    // The defaults give the shared serializers.
+    expect(Serializer.fromVsn("2.0.0", {})).toEqual(Option.some(Serializer.V2))
+  })
+})
+
+describe("encoding never throws", () => {
+  const cyclic: Record<string, unknown> = {}
+  cyclic["self"] = cyclic
+  let deep: unknown = 1
+  for (let i = 0; i < 1_000_000; i++) deep = [deep]
+  const unencodable = [cyclic, { n: 1n }, deep]
+
+  it("a cycle, a BigInt or a value too deep for the stack is an UnencodableMessage, in V1 and V2", () => {
+    for (const serializer of [Serializer.V1, Serializer.V2]) {
+      for (const payload of unencodable) {
+        for (const message of [Message.push("1", "t", "e", payload), Message.broadcast("t", "e", payload), Message.reply("1", "2", "t", "ok", payload)]) {
+          const result = serializer.encode(message)
+          expect(Either.isLeft(result) && result.left._tag).toBe("UnencodableMessage")
+        }
+      }
+    }
+  })
+
+  it("what decoding accepted encodes again: a reply echoing a payload at the limit", () => {
+    const payload = right(Serializer.V2.decode(`["1","2","t","e",${nested(64)}]`)).payload
+    expect(Either.isRight(Serializer.V2.encode(Message.reply("1", "2", "t", "ok", payload)))).toBe(true)
+    expect(Either.isRight(Serializer.V1.encode(Message.reply("1", "2", "t", "ok", payload)))).toBe(true)
+  })
+})

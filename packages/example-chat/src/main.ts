@@ -1,11 +1,69 @@
+/**
+ * The chat server's entry point: its settings from the environment, each
+ * checked with one clear line and exit code 1 when wrong.
+ *
+ * - `PORT`: 0 to 65535 (0: any free port); default 4000.
+ * - `HOST`: the address to listen on; default 127.0.0.1.
+ * - `CHAT_ANNOUNCE_JOINS`: `false` turns off the `user:entered` broadcast.
+ * - `CHAT_METRICS`: `false` turns off metrics (and `GET /metrics`).
+ * - `CHAT_TRACES`: where spans go: `none` (default), `console` or `discard`.
+ * - `REDIS_URL`: a Redis to join the other nodes on (one chat across
+ *   processes); none (default): this process alone, no Redis needed.
+ */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
 import * as Layer from "effect/Layer"
+import type { RedisBroker } from "@effect-channels/redis"
 import * as ChatServer from "./ChatServer.js"
+import * as Telemetry from "./Telemetry.js"
 
-const port = Number(process.env["PORT"] ?? 4000)
-const host = process.env["HOST"] ?? "127.0.0.1"
-const announceJoins = process.env["CHAT_ANNOUNCE_JOINS"] !== "false"
-// With REDIS_URL, this node joins the others on that Redis (one chat across processes).
-const redisUrl = process.env["REDIS_URL"] || undefined
+const port = Config.string("PORT").pipe(
+  Config.withDefault("4000"),
+  Config.mapOrFail((value) =>
+    /^\d{1,5}$/.test(value) && Number(value) <= 65535
+      ? Either.right(Number(value))
+      : Either.left(ConfigError.InvalidData([], `PORT must be a port number from 0 to 65535, got ${JSON.stringify(value)}`))
+  )
+)
 
-ChatServer.layer({ host, port, announceJoins, redisUrl }).pipe(Layer.launch, NodeRuntime.runMain)
+const settings = Config.all({
+  port,
+  host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1")),
+  redisUrl: Config.map(Config.option(Config.string("REDIS_URL")), (url) => Option.getOrUndefined(Option.filter(url, (value) => value !== ""))),
+  announceJoins: Config.map(Config.string("CHAT_ANNOUNCE_JOINS").pipe(Config.withDefault("true")), (value) => value !== "false"),
+  metrics: Config.map(Config.string("CHAT_METRICS").pipe(Config.withDefault("true")), (value) => value !== "false"),
+  traces: Config.string("CHAT_TRACES").pipe(
+    Config.withDefault("none"),
+    Config.mapOrFail((value) =>
+      Telemetry.isTraces(value)
+        ? Either.right(value)
+        : Either.left(ConfigError.InvalidData([], `CHAT_TRACES must be none, console or discard, got ${JSON.stringify(value)}`))
+    )
+  )
+})
+
+/** The one line that says what is wrong. */
+const describe = (
+  error: ConfigError.ConfigError | ChatServer.ListenError | RedisBroker.RedisBrokerConfigError
+): string =>
+  error._tag === "ListenError" || error._tag === "RedisBrokerConfigError"
+    ? error.message
+    : ConfigError.reduceWithContext(error, undefined, {
+      andCase: (_, left, right) => [left, right].join("; "),
+      orCase: (_, left, right) => [left, right].join("; "),
+      invalidDataCase: (_, __, message) => message,
+      missingDataCase: (_, path, message) => `${path.join(".")}: ${message}`,
+      sourceUnavailableCase: (_, path, message) => `${path.join(".")}: ${message}`,
+      unsupportedCase: (_, path, message) => `${path.join(".")}: ${message}`
+    })
+
+const main = Effect.flatMap(settings, (options) => Layer.launch(ChatServer.layer(options))).pipe(
+  Effect.tapError((error) => Console.error(`chat: ${describe(error)}`))
+)
+
+NodeRuntime.runMain(main, { disableErrorReporting: true })

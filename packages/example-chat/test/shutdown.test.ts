@@ -222,7 +222,7 @@ const spawnServer = (entry: string): Effect.Effect<Server, never, Scope.Scope> =
   Effect.acquireRelease(
     bounded(
       Effect.async<Server>((resume) => {
-        const child = spawn(process.execPath, ["--import", "tsx", entry], {
+        const child = spawn(process.execPath, ["--conditions=@effect-channels/source", "--import", "tsx", entry], {
           cwd: packageDir,
           env: { ...process.env, PORT: "0", HOST: "127.0.0.1" },
           stdio: ["ignore", "pipe", "pipe"]

@@ -25,6 +25,12 @@
  * limit checked before a frame is buffered, the `phoenix` subprotocol) is as
  * with `ChannelSocket.router` and `NodeWebSocketServer`.
  *
+ * Slow handshakes: a TCP connection that has not completed its request
+ * within `handshakeTimeout` (10 s), from its accept to the request's headers
+ * for an HTTP route, or to the `101` (admission included) for the socket, is
+ * answered 408 and closed. Node's own header timeout, 60 s checked every
+ * 30 s, would hold a stalled connection up to 90 s.
+ *
  * @since 0.1.0
  */
 import type { Broker } from "@effect-channels/core/Broker"
@@ -38,6 +44,7 @@ import type { ServeError } from "@effect/platform/HttpServerError"
 import type * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Effect from "effect/Effect"
+import * as Duration from "effect/Duration"
 import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import type { LazyArg } from "effect/Function"
@@ -46,6 +53,7 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Http from "node:http"
 import type * as Net from "node:net"
+import * as Tls from "node:tls"
 import type { Duplex } from "node:stream"
 import * as Ws from "./internal/ws.js"
 
@@ -69,9 +77,64 @@ const takeUpgrades = (server: Http.Server, path: string, handle: UpgradeHandler)
         handle(request, args[1] as Duplex, args[2] as Buffer)
         return true
       }
+      handshakeDone(args[1] as Duplex)
     }
     return emit(event, ...args)
   }
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options extends ChannelSocket.Options {
+  /**
+   * How long a TCP connection may take to complete its request: its headers
+   * for an HTTP route, its upgrade (to the `101`, admission included) for the
+   * socket. Past it the connection is answered 408 and closed. Default 10 seconds.
+   */
+  readonly handshakeTimeout?: Duration.DurationInput | undefined
+}
+
+const handshakeTimer = Symbol("handshakeTimer")
+
+interface Handshaking {
+  [handshakeTimer]?: ReturnType<typeof setTimeout> | undefined
+}
+
+const requestTimeout = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+const ignore = () => {}
+
+const expireHandshake = (socket: Duplex) => {
+  ;(socket as Handshaking)[handshakeTimer] = undefined
+  if (!socket.writable) return socket.destroy()
+  // An upgrade's socket has no error listener of Node's any more: a reset while it closes is no crash.
+  socket.on("error", ignore)
+  socket.end(requestTimeout, () => socket.destroy())
+}
+
+/** The connection's request is complete: from now on, Node's timeouts (HTTP) or the socket's (WebSocket) apply. */
+const handshakeDone = (socket: Duplex) => {
+  const timer = (socket as Handshaking)[handshakeTimer]
+  if (timer !== undefined) {
+    clearTimeout(timer)
+    ;(socket as Handshaking)[handshakeTimer] = undefined
+  }
+}
+
+/**
+ * Gives every connection `millis` to complete its request: one timer per
+ * connection while it handshakes, none after.
+ */
+const limitHandshakes = (server: Http.Server, millis: number) => {
+  // On TLS, the request's socket is the TLS one.
+  server.on(server instanceof Tls.Server ? "secureConnection" : "connection", (socket: Duplex) => {
+    const timer = setTimeout(expireHandshake, millis, socket)
+    timer.unref()
+    ;(socket as Handshaking)[handshakeTimer] = timer
+  })
+  server.prependListener("request", (request: Http.IncomingMessage) => handshakeDone(request.socket))
 }
 
 /**
@@ -109,7 +172,7 @@ const connectRequest = (request: Http.IncomingMessage) =>
 export const layer = (
   evaluate: LazyArg<Http.Server>,
   listen: Net.ListenOptions,
-  options: ChannelSocket.Options = {}
+  options: Options = {}
 ): Layer.Layer<
   HttpPlatform.HttpPlatform | Etag.Generator | NodeContext.NodeContext | HttpServer.HttpServer,
   ServeError,
@@ -120,6 +183,7 @@ export const layer = (
   let handle: UpgradeHandler = (_request, socket) => refuse(socket, 503)
   const http = NodeHttpServer.layer(() => {
     const server = evaluate()
+    limitHandshakes(server, Duration.toMillis(Duration.decode(options.handshakeTimeout ?? "10 seconds")))
     takeUpgrades(server, `${options.path ?? "/socket"}/websocket`, (request, socket, head) => handle(request, socket, head))
     return server
   }, listen)
@@ -142,7 +206,8 @@ export const layer = (
         Effect.catchTag("Refused", (refused) => Effect.sync(() => {
           refuse(socket, refused.status)
           return undefined
-        }))
+        })),
+        Effect.ensuring(Effect.sync(() => handshakeDone(socket)))
       )
     const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
       Effect.flatMap(Scope.make(), (scope) =>

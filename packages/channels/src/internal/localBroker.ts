@@ -1,11 +1,14 @@
 import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as RcMap from "effect/RcMap"
 import * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
 import type { Envelope, Service, Subscriber } from "../Broker.js"
+import * as Telemetry from "./metrics.js"
 
 /**
  * A topic: its `PubSub`, and one fiber that takes what is published, in
@@ -16,16 +19,22 @@ interface Topic {
   readonly subscribers: Set<Subscriber>
 }
 
-const makeTopic = Effect.gen(function*() {
+const withoutParentSpan = (context: Context.Context<never>): Context.Context<never> =>
+  Context.omit(Tracer.ParentSpan)(context)
+
+const makeTopic = (metrics: boolean) => Effect.gen(function*() {
   const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<Envelope>(), PubSub.shutdown)
   const subscription = yield* PubSub.subscribe(pubsub)
   const subscribers = new Set<Subscriber>()
   // Interruptible, though made inside `subscribe`'s uninterruptible region:
-  // the topic's scope interrupts it when the last subscriber leaves.
-  yield* Effect.forkScoped(Effect.interruptible(Effect.forever(Effect.map(
+  // the topic's scope interrupts it when the last subscriber leaves. Without
+  // the first subscriber's span (its join's), which it would hold for good
+  // and run every step under.
+  yield* Effect.forkScoped(Effect.mapInputContext(Effect.interruptible(Effect.forever(Effect.map(
     Queue.takeBetween(subscription, 1, Number.MAX_SAFE_INTEGER),
     (envelopes) => {
       const batch = Chunk.toReadonlyArray(envelopes)
+      const startedAt = metrics ? performance.now() : 0
       for (const subscriber of subscribers) {
         try {
           subscriber.deliver(batch)
@@ -33,8 +42,12 @@ const makeTopic = Effect.gen(function*() {
           // A subscriber must not throw; one that does misses this batch, its neighbours do not.
         }
       }
+      if (metrics) {
+        Telemetry.fanoutTime(startedAt)
+        Telemetry.flushFanout()
+      }
     }
-  ))))
+  ))), withoutParentSpan))
   return { pubsub, subscribers } satisfies Topic
 })
 
@@ -46,10 +59,11 @@ interface Live {
 
 /** @internal */
 export const make = Effect.gen(function*() {
+  const { recorder, tracing } = yield* Telemetry.telemetry
   // The `RcMap` makes each topic once, however many subscribe at the same
   // time; one lease per topic holds it while it has subscribers, so that a
   // subscription is a set entry, not an acquisition of its own.
-  const topics = yield* RcMap.make({ lookup: (_topic: string) => makeTopic })
+  const topics = yield* RcMap.make({ lookup: (_topic: string) => makeTopic(recorder.enabled) })
   const live = new Map<string, Live>()
   const all = yield* Effect.acquireRelease(PubSub.unbounded<Envelope>(), PubSub.shutdown)
 
@@ -68,15 +82,19 @@ export const make = Effect.gen(function*() {
           return Effect.void
         })))
 
+  const publish = (envelope: Envelope) =>
+    Effect.zipRight(
+      PubSub.publish(all, envelope),
+      Effect.suspend(() => {
+        const current = live.get(envelope.message.topic)
+        return current === undefined ? Effect.void : PubSub.publish(current.topic.pubsub, envelope)
+      })
+    )
+
   const service: Service = {
-    publish: (envelope) =>
-      Effect.zipRight(
-        PubSub.publish(all, envelope),
-        Effect.suspend(() => {
-          const current = live.get(envelope.message.topic)
-          return current === undefined ? Effect.void : PubSub.publish(current.topic.pubsub, envelope)
-        })
-      ),
+    publish: tracing
+      ? (envelope) => Telemetry.broadcastSpan(publish(envelope), envelope.message.topic, envelope.message.event)
+      : publish,
     subscribe: (name, subscriber) =>
       Effect.uninterruptible(Effect.suspend(() => {
         const current = live.get(name)

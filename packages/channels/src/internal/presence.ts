@@ -9,6 +9,7 @@ import type { ChannelConn } from "../ChannelConn.js"
 import type { Change, Meta, Service, TrackedMeta } from "../Presence.js"
 import { NotTracked, PresenceStore } from "../Presence.js"
 import * as Msg from "../protocol/Message.js"
+import * as Telemetry from "./metrics.js"
 
 const node = Math.random().toString(36).slice(2, 10)
 let counter = 0
@@ -41,6 +42,10 @@ const userMeta = ({ phx_ref: _ref, phx_ref_prev: _prev, ...meta }: TrackedMeta):
 export const make = (window: Duration.Duration) =>
   Effect.gen(function*() {
     const store = yield* PresenceStore
+    const { recorder } = yield* Telemetry.telemetry
+    const counted = (count: number) => {
+      if (recorder.enabled) Telemetry.presenceTracked(count)
+    }
     const broker = yield* Broker
     const batches = new Map<string, Batch>()
     const runFork = yield* FiberSet.makeRuntime<never, void, never>()
@@ -90,6 +95,7 @@ export const make = (window: Duration.Duration) =>
       Effect.suspend(() => {
         const entries = owned.get(conn)
         owned.delete(conn)
+        if (entries !== undefined) counted(-entries.size)
         return entries === undefined ? Effect.void : Effect.forEach(
           entries.values(),
           (entry) => store.untrack(entry.topic, entry.key, entry.meta.phx_ref),
@@ -118,6 +124,7 @@ export const make = (window: Duration.Duration) =>
         if (entries.has(slot(topic, key))) return yield* Effect.orDie(update(conn, topic, key, meta))
         const tracked: TrackedMeta = { ...meta, phx_ref: nextRef() }
         entries.set(slot(topic, key), { topic, key, meta: tracked })
+        counted(1)
         yield* store.track(topic, key, tracked)
         // After the entry is in: on a scope already closed, the finalizer runs at once.
         if (first) yield* Scope.addFinalizer(conn.scope, untrackAll(conn))
@@ -131,6 +138,7 @@ export const make = (window: Duration.Duration) =>
         const entry = entries?.get(slot(topic, key))
         if (entry === undefined) return Effect.void
         entries!.delete(slot(topic, key))
+        counted(-1)
         return store.untrack(topic, key, entry.meta.phx_ref)
       }).pipe(Effect.uninterruptible)
 

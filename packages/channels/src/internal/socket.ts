@@ -17,6 +17,8 @@ import type { Connected, ConnectRefused } from "../ChannelHandler.js"
 import { ChannelHandler, isConnectRefused } from "../ChannelHandler.js"
 import * as Serializer from "../protocol/Serializer.js"
 import * as Connection from "../runtime/Connection.js"
+import type { Telemetry } from "./metrics.js"
+import { connectSpan } from "./metrics.js"
 import type { Opened } from "../transport/Transport.js"
 
 /** @internal */
@@ -40,6 +42,8 @@ export interface Options {
   readonly heartbeatTimeout?: Duration.DurationInput | undefined
   readonly checkOrigin?: CheckOrigin | undefined
   readonly maxFrameSize?: number | undefined
+  readonly maxNestingDepth?: number | undefined
+  readonly maxOutboundSize?: number | undefined
   readonly maxChannels?: number | undefined
   readonly outboundBufferLimit?: number | undefined
   readonly inboundQueueLimit?: number | undefined
@@ -49,18 +53,24 @@ export interface Options {
 export interface Resolved extends Connection.Options {
   readonly path: `/${string}`
   readonly checkOrigin: CheckOrigin
+  readonly maxNestingDepth: number
 }
 
 /** @internal */
-export const resolveOptions = (options: Options = {}): Resolved => ({
-  path: options.path ?? "/socket",
-  checkOrigin: options.checkOrigin ?? true,
-  heartbeatTimeout: Duration.decode(options.heartbeatTimeout ?? "60 seconds"),
-  maxChannels: options.maxChannels ?? 100,
-  maxFrameSize: options.maxFrameSize ?? 1024 * 1024,
-  outboundBufferLimit: options.outboundBufferLimit ?? 1024 * 1024,
-  inboundQueueLimit: options.inboundQueueLimit ?? 1000
-})
+export const resolveOptions = (options: Options = {}): Resolved => {
+  const maxFrameSize = options.maxFrameSize ?? 1024 * 1024
+  return {
+    path: options.path ?? "/socket",
+    checkOrigin: options.checkOrigin ?? true,
+    heartbeatTimeout: Duration.decode(options.heartbeatTimeout ?? "60 seconds"),
+    maxChannels: options.maxChannels ?? 100,
+    maxFrameSize,
+    maxNestingDepth: options.maxNestingDepth ?? Serializer.defaultMaxNestingDepth,
+    maxOutboundSize: options.maxOutboundSize ?? maxFrameSize,
+    outboundBufferLimit: options.outboundBufferLimit ?? 1024 * 1024,
+    inboundQueueLimit: options.inboundQueueLimit ?? 1000
+  }
+}
 
 const originAllowed = (check: CheckOrigin, origin: string, request: Request): boolean => {
   if (check === false) return true
@@ -122,14 +132,14 @@ export const admit = (
   Effect.gen(function*() {
     const url = new URL(request.url, "http://localhost")
     const vsn = url.searchParams.get("vsn") ?? undefined
-    const serializer = Serializer.fromVsn(vsn)
+    const serializer = Serializer.fromVsn(vsn, { maxNestingDepth: options.maxNestingDepth })
     if (Option.isNone(serializer)) {
-      yield* Effect.logDebug("refused: unsupported vsn", vsn)
+      yield* Effect.annotateLogs(Effect.logDebug("refused: unsupported vsn"), "vsn", String(vsn))
       return yield* Effect.fail(refusal(403))
     }
     const origin = request.headers["origin"]
     if (origin !== undefined && !originAllowed(options.checkOrigin, origin, request)) {
-      yield* Effect.logDebug("refused: origin not allowed", origin)
+      yield* Effect.annotateLogs(Effect.logDebug("refused: origin not allowed"), "origin", origin)
       return yield* Effect.fail(refusal(403))
     }
     const params: Record<string, string> = {}
@@ -148,7 +158,7 @@ export const admit = (
       Effect.catchAllCause((cause) => {
         const failure = Option.getOrUndefined(Cause.failureOption(cause))
         return isConnectRefused(failure)
-          ? Effect.zipRight(Effect.logDebug("connect refused", failure.reason), Effect.fail(refusal(403, failure)))
+          ? Effect.zipRight(Effect.annotateLogs(Effect.logDebug("connect refused"), "reason", failure.reason), Effect.fail(refusal(403, failure)))
           : Effect.zipRight(Effect.logError("connect failed", cause), Effect.fail(refusal(500)))
       })
     )
@@ -160,6 +170,7 @@ export interface Services {
   readonly handler: ChannelHandler["Type"]
   readonly broker: Broker["Type"]
   readonly broadcaster: ChannelBroadcaster["Type"]
+  readonly telemetry: Telemetry
 }
 
 /**
@@ -176,16 +187,23 @@ export const accept = <E, R>(
   options: Resolved,
   services: Services
 ): Effect.Effect<Connection.Connection, Refusal | E, R> =>
-  Effect.flatMap(admit(request, options, services.handler), (admitted) =>
-    Effect.flatMap(open(scope, admitted), (opened) =>
-      Effect.tap(
-        Connection.make({
-          transport: opened.transport,
-          serializer: admitted.serializer,
-          connectInfo: admitted.connectInfo,
-          id: admitted.connected.id,
-          assigns: admitted.connected.assigns ?? {},
-          options
-        }, scope, services),
-        (connection) => Scope.extend(opened.listen(connection), scope)
-      )))
+  // The span is admission's only: what is forked while it is open (the
+  // transport's listener) would hold it for the life of the connection.
+  Effect.flatMap(
+    services.telemetry.tracing
+      ? connectSpan(admit(request, options, services.handler), request.transport, request.url)
+      : admit(request, options, services.handler),
+    (admitted) =>
+      Effect.flatMap(open(scope, admitted), (opened) =>
+        Effect.tap(
+          Connection.make({
+            transport: opened.transport,
+            serializer: admitted.serializer,
+            connectInfo: admitted.connectInfo,
+            id: admitted.connected.id,
+            assigns: admitted.connected.assigns ?? {},
+            options
+          }, scope, services),
+          (connection) => Scope.extend(opened.listen(connection), scope)
+        ))
+  )

@@ -5,6 +5,7 @@
  *
  * @since 0.1.0
  */
+import * as Data from "effect/Data"
 
 /**
  * A payload: a JSON value, or raw bytes carried by V2 binary frames.
@@ -162,3 +163,23 @@ export const broadcast = (topic: string, event: string, payload: Payload): Broad
  * @category guards
  */
 export const isBinary = (payload: Payload): payload is Uint8Array => payload instanceof Uint8Array
+
+/**
+ * An outbound message refused at the call (`conn.push`, `conn.reply`,
+ * `conn.broadcast`, `conn.broadcastFrom`, `ChannelBroadcaster.broadcast`):
+ * its encoded frame is `size` bytes, over the `limit` (the socket's or the
+ * broadcaster's `maxOutboundSize`). Nothing was sent.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class MessageTooLarge extends Data.TaggedError("MessageTooLarge")<{
+  readonly topic: string
+  readonly event: string
+  readonly size: number
+  readonly limit: number
+}> {
+  override get message() {
+    return `message too large: ${this.event} on ${this.topic} is ${this.size} bytes, over the limit of ${this.limit}`
+  }
+}

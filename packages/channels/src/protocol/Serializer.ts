@@ -7,6 +7,14 @@
  * - V2: JSON arrays `[join_ref, ref, topic, event, payload]`, plus binary
  *   frames whose header fields are length-prefixed by one byte each.
  *
+ * Decoding bounds how deeply a payload nests arrays and objects
+ * ({@link Limits}): a frame nested deeper is malformed, and never reaches a
+ * handler. The check costs nothing on a frame with few containers (the count
+ * of `[` and `{` decides), and a walk of the parsed value, at most the limit
+ * deep, on the others. Encoding never throws: what `JSON.stringify` refuses
+ * (a cycle, a `BigInt`, a value nested too deep for the stack) is an
+ * {@link UnencodableMessage}.
+ *
  * @since 0.1.0
  */
 import * as Data from "effect/Data"
@@ -45,6 +53,30 @@ export class UnencodableMessage extends Data.TaggedError("UnencodableMessage")<{
 }
 
 /**
+ * What decoding accepts.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Limits {
+  /**
+   * How deeply a payload may nest arrays and objects: `1` is `{}` or `[]`,
+   * `{"a": [1]}` is 2. Default {@link defaultMaxNestingDepth}.
+   */
+  readonly maxNestingDepth?: number | undefined
+}
+
+/**
+ * The default payload nesting depth: deeper than any protocol message (a
+ * presence state is 4), far from what overflows a stack when the payload is
+ * encoded again (thousands).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultMaxNestingDepth = 64
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -59,15 +91,64 @@ export interface Serializer {
 
 const isRef = (u: unknown): u is string | null => u === null || typeof u === "string"
 
-const parseJson = (text: string): Either.Either<unknown, MalformedMessage> => {
+/** Whether `value`, at `depth`, nests no container deeper than `max`: at most `max` calls deep. */
+const nestsWithin = (value: object, depth: number, max: number): boolean => {
+  if (depth > max) return false
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const item: unknown = value[i]
+      if (typeof item === "object" && item !== null && !nestsWithin(item, depth + 1, max)) return false
+    }
+    return true
+  }
+  for (const key in value) {
+    const item: unknown = (value as Record<string, unknown>)[key]
+    if (typeof item === "object" && item !== null && !nestsWithin(item, depth + 1, max)) return false
+  }
+  return true
+}
+
+/** Whether `text` holds at most `max` opening brackets and braces (in strings too): then no value in it nests deeper. */
+const fewContainers = (text: string, max: number): boolean => {
+  // Native `indexOf` scans: cheaper than a loop over the characters, and than a walk of the parsed value.
+  let count = 0
+  for (let i = text.indexOf("["); i !== -1; i = text.indexOf("[", i + 1)) if (++count > max) return false
+  for (let i = text.indexOf("{"); i !== -1; i = text.indexOf("{", i + 1)) if (++count > max) return false
+  return true
+}
+
+/**
+ * Parses a frame whose root container holds the payload: the frame may nest
+ * one deeper than the payload. A frame shorter than two brackets per level
+ * cannot nest deeper, nor can one with fewer brackets than levels.
+ */
+const parseFrame = (text: string, maxDepth: number): Either.Either<unknown, MalformedMessage> => {
+  let json: unknown
   try {
-    return Either.right(JSON.parse(text))
+    json = JSON.parse(text)
   } catch {
     return Either.left(new MalformedMessage({ reason: "invalid JSON" }))
+  }
+  const frameDepth = maxDepth + 1
+  if (
+    text.length <= 2 * frameDepth + 1 || typeof json !== "object" || json === null ||
+    fewContainers(text, frameDepth) || nestsWithin(json, 1, frameDepth)
+  ) return Either.right(json)
+  return Either.left(new MalformedMessage({ reason: `payload nested deeper than ${maxDepth}` }))
+}
+
+/** `JSON.stringify`, which throws on a cycle, a `BigInt` or a value too deep for the stack, as an `Either`. */
+const stringify = (value: unknown): Either.Either<Frame, UnencodableMessage> => {
+  try {
+    return Either.right(JSON.stringify(value))
+  } catch (error) {
+    return Either.left(new UnencodableMessage({ reason: `not JSON: ${error instanceof Error ? error.message : String(error)}` }))
   }
 }
 
 const replyPayload = (status: string, response: unknown) => ({ status, response })
+
+const v1Binary = new UnencodableMessage({ reason: "V1 cannot carry binary payloads" })
 
 /**
  * The V1 JSON serializer: `{"topic", "event", "payload", "ref", "join_ref"}`.
@@ -76,53 +157,62 @@ const replyPayload = (status: string, response: unknown) => ({ status, response 
  * @since 0.1.0
  * @category serializers
  */
-export const V1: Serializer = {
-  vsn: "1.0.0",
-  decode(frame) {
-    if (typeof frame !== "string") {
-      return Either.left(new MalformedMessage({ reason: "V1 accepts text frames only" }))
-    }
-    return Either.flatMap(parseJson(frame), (json) => {
-      if (typeof json !== "object" || json === null || Array.isArray(json)) {
-        return Either.left(new MalformedMessage({ reason: "expected a JSON object" }))
+export const v1 = (limits: Limits = {}): Serializer => {
+  const maxDepth = limits.maxNestingDepth ?? defaultMaxNestingDepth
+  return {
+    vsn: "1.0.0",
+    decode(frame) {
+      if (typeof frame !== "string") {
+        return Either.left(new MalformedMessage({ reason: "V1 accepts text frames only" }))
       }
-      const { event, join_ref = null, payload, ref, topic } = json as Record<string, unknown>
-      if (typeof topic !== "string" || typeof event !== "string") {
-        return Either.left(new MalformedMessage({ reason: "topic and event must be strings" }))
+      return Either.flatMap(parseFrame(frame, maxDepth), (json) => {
+        if (typeof json !== "object" || json === null || Array.isArray(json)) {
+          return Either.left(new MalformedMessage({ reason: "expected a JSON object" }))
+        }
+        const { event, join_ref = null, payload, ref, topic } = json as Record<string, unknown>
+        if (typeof topic !== "string" || typeof event !== "string") {
+          return Either.left(new MalformedMessage({ reason: "topic and event must be strings" }))
+        }
+        if (!isRef(ref) || !isRef(join_ref)) {
+          return Either.left(new MalformedMessage({ reason: "ref and join_ref must be strings or null" }))
+        }
+        if (payload === undefined) {
+          return Either.left(new MalformedMessage({ reason: "payload is missing" }))
+        }
+        return Either.right({ joinRef: join_ref, ref, topic, event, payload })
+      })
+    },
+    encode(message) {
+      switch (message._tag) {
+        case "Reply":
+          if (isBinary(message.response)) return Either.left(v1Binary)
+          return stringify({
+            topic: message.topic,
+            event: Events.reply,
+            payload: replyPayload(message.status, message.response),
+            ref: message.ref
+          })
+        case "Push":
+        case "Broadcast":
+          if (isBinary(message.payload)) return Either.left(v1Binary)
+          return stringify({
+            topic: message.topic,
+            event: message.event,
+            payload: message.payload,
+            ref: message._tag === "Push" ? message.ref : null
+          })
       }
-      if (!isRef(ref) || !isRef(join_ref)) {
-        return Either.left(new MalformedMessage({ reason: "ref and join_ref must be strings or null" }))
-      }
-      if (payload === undefined) {
-        return Either.left(new MalformedMessage({ reason: "payload is missing" }))
-      }
-      return Either.right({ joinRef: join_ref, ref, topic, event, payload })
-    })
-  },
-  encode(message) {
-    switch (message._tag) {
-      case "Reply":
-        if (isBinary(message.response)) return Either.left(v1Binary)
-        return Either.right(JSON.stringify({
-          topic: message.topic,
-          event: Events.reply,
-          payload: replyPayload(message.status, message.response),
-          ref: message.ref
-        }))
-      case "Push":
-      case "Broadcast":
-        if (isBinary(message.payload)) return Either.left(v1Binary)
-        return Either.right(JSON.stringify({
-          topic: message.topic,
-          event: message.event,
-          payload: message.payload,
-          ref: message._tag === "Push" ? message.ref : null
-        }))
     }
   }
 }
 
-const v1Binary = new UnencodableMessage({ reason: "V1 cannot carry binary payloads" })
+/**
+ * The V1 serializer with the default limits.
+ *
+ * @since 0.1.0
+ * @category serializers
+ */
+export const V1: Serializer = v1()
 
 const PUSH = 0
 const REPLY = 1
@@ -191,63 +281,76 @@ const encodeBinary = (
  * @since 0.1.0
  * @category serializers
  */
-export const V2: Serializer = {
-  vsn: "2.0.0",
-  decode(frame) {
-    if (typeof frame !== "string") return decodeBinary(frame)
-    return Either.flatMap(parseJson(frame), (json) => {
-      if (!Array.isArray(json) || json.length !== 5) {
-        return Either.left(new MalformedMessage({ reason: "expected [join_ref, ref, topic, event, payload]" }))
+export const v2 = (limits: Limits = {}): Serializer => {
+  const maxDepth = limits.maxNestingDepth ?? defaultMaxNestingDepth
+  return {
+    vsn: "2.0.0",
+    decode(frame) {
+      if (typeof frame !== "string") return decodeBinary(frame)
+      return Either.flatMap(parseFrame(frame, maxDepth), (json) => {
+        if (!Array.isArray(json) || json.length !== 5) {
+          return Either.left(new MalformedMessage({ reason: "expected [join_ref, ref, topic, event, payload]" }))
+        }
+        const [joinRef, ref, topic, event, payload] = json as [unknown, unknown, unknown, unknown, unknown]
+        if (typeof topic !== "string" || typeof event !== "string") {
+          return Either.left(new MalformedMessage({ reason: "topic and event must be strings" }))
+        }
+        if (!isRef(joinRef) || !isRef(ref)) {
+          return Either.left(new MalformedMessage({ reason: "join_ref and ref must be strings or null" }))
+        }
+        return Either.right({ joinRef, ref, topic, event, payload })
+      })
+    },
+    encode(message) {
+      switch (message._tag) {
+        case "Push":
+          return isBinary(message.payload)
+            ? encodeBinary(PUSH, [message.joinRef ?? "", message.topic, message.event], message.payload)
+            : stringify([message.joinRef, message.ref, message.topic, message.event, message.payload])
+        case "Reply":
+          return isBinary(message.response)
+            ? encodeBinary(
+              REPLY,
+              [message.joinRef ?? "", message.ref ?? "", message.topic, message.status],
+              message.response
+            )
+            : stringify([
+              message.joinRef,
+              message.ref,
+              message.topic,
+              Events.reply,
+              replyPayload(message.status, message.response)
+            ])
+        case "Broadcast":
+          return isBinary(message.payload)
+            ? encodeBinary(BROADCAST, [message.topic, message.event], message.payload)
+            : stringify([null, null, message.topic, message.event, message.payload])
       }
-      const [joinRef, ref, topic, event, payload] = json as [unknown, unknown, unknown, unknown, unknown]
-      if (typeof topic !== "string" || typeof event !== "string") {
-        return Either.left(new MalformedMessage({ reason: "topic and event must be strings" }))
-      }
-      if (!isRef(joinRef) || !isRef(ref)) {
-        return Either.left(new MalformedMessage({ reason: "join_ref and ref must be strings or null" }))
-      }
-      return Either.right({ joinRef, ref, topic, event, payload })
-    })
-  },
-  encode(message) {
-    switch (message._tag) {
-      case "Push":
-        return isBinary(message.payload)
-          ? encodeBinary(PUSH, [message.joinRef ?? "", message.topic, message.event], message.payload)
-          : Either.right(
-            JSON.stringify([message.joinRef, message.ref, message.topic, message.event, message.payload])
-          )
-      case "Reply":
-        return isBinary(message.response)
-          ? encodeBinary(
-            REPLY,
-            [message.joinRef ?? "", message.ref ?? "", message.topic, message.status],
-            message.response
-          )
-          : Either.right(JSON.stringify([
-            message.joinRef,
-            message.ref,
-            message.topic,
-            Events.reply,
-            replyPayload(message.status, message.response)
-          ]))
-      case "Broadcast":
-        return isBinary(message.payload)
-          ? encodeBinary(BROADCAST, [message.topic, message.event], message.payload)
-          : Either.right(JSON.stringify([null, null, message.topic, message.event, message.payload]))
     }
   }
 }
 
 /**
+ * The V2 serializer with the default limits.
+ *
+ * @since 0.1.0
+ * @category serializers
+ */
+export const V2: Serializer = v2()
+
+/**
  * The serializer for a `vsn` query parameter, as Phoenix picks it: none or
  * `1.x` is V1, `2.x` is V2, anything else is none (the connection is refused).
+ * With the default limits, it is {@link V1} or {@link V2} itself.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const fromVsn = (vsn: string | undefined): Option.Option<Serializer> => {
-  if (vsn === undefined) return Option.some(V1)
-  const major = vsn.split(".")[0]
-  return major === "1" ? Option.some(V1) : major === "2" ? Option.some(V2) : Option.none()
+export const fromVsn = (vsn: string | undefined, limits?: Limits): Option.Option<Serializer> => {
+  const major = vsn === undefined ? "1" : vsn.split(".")[0]
+  if (major !== "1" && major !== "2") return Option.none()
+  if (limits?.maxNestingDepth === undefined || limits.maxNestingDepth === defaultMaxNestingDepth) {
+    return Option.some(major === "1" ? V1 : V2)
+  }
+  return Option.some(major === "1" ? v1(limits) : v2(limits))
 }

@@ -48,9 +48,11 @@ import type { ChannelEvent } from "../ChannelEvent.js"
 import { InvalidPayload } from "../ChannelEvent.js"
 import type { Channel, Incoming } from "../ChannelHandler.js"
 import { ChannelHandler } from "../ChannelHandler.js"
-import type { Frame, Message, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
+import { broadcastRefusal, overLimit, refusal } from "../internal/frameSize.js"
+import type { Frame, Message, MessageTooLarge, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
 import * as Msg from "../protocol/Message.js"
 import type { MalformedMessage, Serializer } from "../protocol/Serializer.js"
+import * as Telemetry from "../internal/metrics.js"
 import type { Listener, Transport } from "../transport/Transport.js"
 import { CloseCode } from "../transport/Transport.js"
 
@@ -59,6 +61,7 @@ export interface Options {
   readonly heartbeatTimeout: Duration.Duration
   readonly maxChannels: number
   readonly maxFrameSize: number
+  readonly maxOutboundSize: number
   readonly outboundBufferLimit: number
   readonly inboundQueueLimit: number
 }
@@ -94,24 +97,6 @@ let counter = 0
 type Decoded = Either.Either<Message, MalformedMessage>
 
 const frameSize = (frame: Frame) => (typeof frame === "string" ? frame.length : frame.byteLength)
-
-/**
- * Whether a received frame is over the limit, which counts bytes: for a text
- * frame, its UTF-8 length. A UTF-16 unit takes 1 to 3 bytes, so the UTF-8
- * length is counted only when the string's length cannot decide.
- */
-const overLimit = (frame: Frame, limit: number): boolean => {
-  if (typeof frame !== "string") return frame.byteLength > limit
-  if (frame.length > limit) return true
-  if (frame.length * 3 <= limit) return false
-  let bytes = frame.length
-  for (let i = 0; i < frame.length; i++) {
-    const unit = frame.charCodeAt(i)
-    // Units past U+007F take 2 bytes, past U+07FF 3; a surrogate pair takes 4 for its 2 units.
-    if (unit >= 0x80) bytes += unit < 0x800 || (unit >= 0xd800 && unit <= 0xdfff) ? 1 : 2
-  }
-  return bytes > limit
-}
 
 const toEvent = (message: Message): ChannelEvent => ({
   topic: message.topic,
@@ -181,7 +166,9 @@ class ChannelImpl implements ChannelConn, Subscriber {
     readonly connection: ConnectionImpl,
     readonly topic: string,
     readonly joinRef: string,
-    readonly hooks: Channel
+    readonly hooks: Channel,
+    /** The topic pattern its hooks serve, the label of its metrics. */
+    readonly pattern: string
   ) {}
 
   get socket(): SocketInfo {
@@ -207,18 +194,26 @@ class ChannelImpl implements ChannelConn, Subscriber {
   reply(event: ChannelEvent, status: ReplyStatus, response: Payload = {}) {
     return event.ref === null || this.ended !== undefined
       ? Effect.void
-      : this.connection.send(Msg.reply(this.joinRef, event.ref, this.topic, status, response))
+      : this.connection.sendLimited(Msg.reply(this.joinRef, event.ref, this.topic, status, response), event.event)
   }
   push(event: string, payload: Payload = {}) {
-    return this.whenJoined(this.connection.send(Msg.push(this.joinRef, this.topic, event, payload)))
+    return Effect.suspend(() =>
+      this.ended !== undefined ? Effect.void : this.connection.sendLimited(Msg.push(this.joinRef, this.topic, event, payload), event, this)
+    )
   }
   broadcast(event: string, payload: Payload = {}) {
-    return this.whenJoined(this.connection.broker.publish(new Envelope(Msg.broadcast(this.topic, event, payload))))
+    return this.publish(new Envelope(Msg.broadcast(this.topic, event, payload)))
   }
   broadcastFrom(event: string, payload: Payload = {}) {
-    return this.whenJoined(
-      this.connection.broker.publish(new Envelope(Msg.broadcast(this.topic, event, payload), this.connection.id))
-    )
+    return this.publish(new Envelope(Msg.broadcast(this.topic, event, payload), this.connection.id))
+  }
+  /** Publishes a broadcast of the channel, refused at the call when it is too large. */
+  publish(envelope: Envelope): Effect.Effect<void, MessageTooLarge> {
+    return Effect.suspend(() => {
+      if (this.ended !== undefined) return Effect.void
+      const refused = broadcastRefusal(envelope, this.connection.options.maxOutboundSize)
+      return refused === undefined ? this.whenJoined(this.connection.broker.publish(envelope)) : Effect.fail(refused)
+    })
   }
   get leave() {
     return Effect.suspend(() =>
@@ -315,6 +310,7 @@ class ConnectionImpl implements Connection, Registration {
     readonly handler: ChannelHandler["Type"],
     readonly broker: Broker["Type"],
     readonly broadcaster: ChannelBroadcaster["Type"],
+    readonly telemetry: Telemetry.Telemetry,
     readonly scope: Scope.Scope,
     readonly clock: Clock.Clock
   ) {
@@ -341,6 +337,7 @@ class ConnectionImpl implements Connection, Registration {
   close(code: number, reason: string): void {
     if (this.closed) return
     this.closed = true
+    this.telemetry.recorder.closed(this.transportOpen ? code : "remote")
     this.transport.close(code, reason)
   }
 
@@ -348,6 +345,7 @@ class ConnectionImpl implements Connection, Registration {
   dropSlowClient(): void {
     if (this.closed) return
     this.closed = true
+    this.telemetry.recorder.slowClientDropped()
     this.transport.abort()
   }
 
@@ -360,15 +358,33 @@ class ConnectionImpl implements Connection, Registration {
   }
 
   write(frame: Frame): void {
-    if (this.writable()) this.transport.send(frame)
+    if (!this.writable()) return
+    this.transport.send(frame)
+    this.telemetry.recorder.sent(frame)
   }
 
   send(message: Outbound): Effect.Effect<void> {
     return Effect.suspend(() => {
       const frame = this.serializer.encode(message)
-      if (Either.isLeft(frame)) return Effect.logWarning("message dropped", frame.left.reason)
+      if (Either.isLeft(frame)) return Effect.annotateLogs(Effect.logWarning("message dropped"), "reason", frame.left.reason)
       this.write(frame.right)
       return Effect.void
+    })
+  }
+
+  /**
+   * Sends what a handler pushes or replies, encoded at the call and refused
+   * there when over `maxOutboundSize`; a push of a channel whose join is
+   * running is written after the join reply.
+   */
+  sendLimited(message: Outbound, event: string, heldBy?: ChannelImpl): Effect.Effect<void, MessageTooLarge> {
+    return Effect.suspend(() => {
+      const frame = this.serializer.encode(message)
+      if (Either.isLeft(frame)) return Effect.logWarning("message dropped", frame.left.reason)
+      const refused = refusal(frame.right, message.topic, event, this.options.maxOutboundSize)
+      if (refused !== undefined) return Effect.fail(refused)
+      const write = Effect.sync(() => this.write(frame.right))
+      return heldBy === undefined ? write : heldBy.whenJoined(write)
     })
   }
 
@@ -380,11 +396,15 @@ class ConnectionImpl implements Connection, Registration {
   writeBroadcasts(envelopes: ReadonlyArray<Envelope>): void {
     if (!this.writable()) return
     const { id, serializer, transport } = this
+    const { recorder } = this.telemetry
     if (envelopes.length === 1) {
       const envelope = envelopes[0]!
       if (envelope.except === id) return
       const frame = envelope.frame(serializer)
-      if (Either.isRight(frame)) transport.send(frame.right)
+      if (Either.isRight(frame)) {
+        transport.send(frame.right)
+        recorder.broadcastWritten(envelope, serializer)
+      }
       return
     }
     // Within the bound: past it, what fits is written and the client dropped.
@@ -401,6 +421,7 @@ class ConnectionImpl implements Connection, Registration {
         return this.dropSlowClient()
       }
       frames.push(frame.right)
+      recorder.broadcastWritten(envelope, serializer)
     }
     transport.sendAll(frames)
   }
@@ -422,6 +443,7 @@ class ConnectionImpl implements Connection, Registration {
       if (fiber !== undefined) steps.push(Effect.asVoid(Fiber.interrupt(fiber)))
       steps.push(this.broker.unsubscribe(channel.topic, channel))
       if (channel.allowed) {
+        this.telemetry.recorder.channelLeft(channel.pattern)
         steps.push(
           Effect.suspend(() => channel.hooks.leave(channel, channel.ended ?? "disconnected")).pipe(
             Effect.catchAllCause((cause) => Effect.logError("leave failed", cause)),
@@ -460,10 +482,17 @@ class ConnectionImpl implements Connection, Registration {
   }
 
   handleIncoming(channel: ChannelImpl, incoming: Incoming, event: ChannelEvent): Effect.Effect<void> {
-    return Effect.catchAllCause(incoming(channel, event), (cause) => {
+    const handled = this.telemetry.tracing
+      ? Telemetry.eventSpan(incoming(channel, event), channel.topic, event.event)
+      : incoming(channel, event)
+    return Effect.catchAllCause(handled, (cause) => {
       if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
       const failure = Option.getOrUndefined(Cause.failureOption(cause))
-      if (isInvalidPayload(failure)) return channel.reply(event, "error", failure.response)
+      if (isInvalidPayload(failure)) {
+        // The error's message may quote the payload: too large, the reply says less.
+        return Effect.catchAll(channel.reply(event, "error", failure.response), () =>
+          this.send(Msg.reply(channel.joinRef, event.ref, channel.topic, "error", { reason: "invalid payload" })))
+      }
       return Effect.zipRight(Effect.logError("channel crashed", cause), this.terminateFromWithin(channel, "crashed"))
     })
   }
@@ -538,6 +567,12 @@ class ConnectionImpl implements Connection, Registration {
     })
   }
 
+  /** Counts a join's result, and notes it on the join's span. */
+  joinResult(result: Telemetry.JoinResult, pattern: string): Effect.Effect<void> {
+    this.telemetry.recorder.join(result, pattern)
+    return this.telemetry.tracing ? Telemetry.annotateJoin(result, pattern) : Effect.void
+  }
+
   join(message: Message): Effect.Effect<void> {
     const connection = this
     const { topic } = message
@@ -550,12 +585,15 @@ class ConnectionImpl implements Connection, Registration {
       const hooks = connection.handler.channel(topic)
       if (hooks === undefined) {
         yield* Effect.logDebug("join to an unmatched topic")
+        yield* connection.joinResult("refused", Telemetry.unmatched)
         return yield* connection.sendError(message, message.joinRef, { reason: "unmatched topic" })
       }
+      const pattern = hooks.pattern ?? Telemetry.anyTopic
       if (connection.channels.size >= connection.options.maxChannels) {
+        yield* connection.joinResult("refused", pattern)
         return yield* connection.sendError(message, message.joinRef, { reason: "too many channels joined" })
       }
-      const channel = new ChannelImpl(connection, topic, message.joinRef ?? message.ref ?? "", hooks)
+      const channel = new ChannelImpl(connection, topic, message.joinRef ?? message.ref ?? "", hooks, pattern)
       // Subscribed before `join` runs, so that every broadcast published after
       // the hook read something (a presence state) reaches the client, after
       // the pushes made during `join`.
@@ -565,6 +603,7 @@ class ConnectionImpl implements Connection, Registration {
         channel.ended = "left"
         yield* connection.release(channel)
         if (Exit.isSuccess(exit)) {
+          yield* connection.joinResult("refused", pattern)
           return yield* connection.sendError(
             message,
             message.joinRef,
@@ -573,13 +612,17 @@ class ConnectionImpl implements Connection, Registration {
         }
         const failure = Cause.failureOption(exit.cause)
         if (Option.isSome(failure) && isInvalidPayload(failure.value)) {
+          yield* connection.joinResult("refused", pattern)
           return yield* connection.sendError(message, message.joinRef, failure.value.response)
         }
         yield* Effect.logError("join crashed", exit.cause)
+        yield* connection.joinResult("crashed", pattern)
         return yield* connection.sendError(message, message.joinRef, { reason: "join crashed" })
       }
       connection.channels.set(topic, channel)
       channel.allowed = true
+      connection.telemetry.recorder.channelJoined(pattern)
+      yield* connection.joinResult("allowed", pattern)
       yield* connection.send(Msg.reply(message.joinRef, message.ref, topic, "ok", exit.value.response))
       while (channel.held !== undefined) {
         const held = channel.held
@@ -598,7 +641,7 @@ class ConnectionImpl implements Connection, Registration {
   handleFrame(decoded: Decoded): Effect.Effect<void> {
     if (Either.isLeft(decoded)) {
       return Effect.zipRight(
-        Effect.logWarning("closing on a malformed frame", decoded.left.reason),
+        Effect.annotateLogs(Effect.logWarning("closing on a malformed frame"), "reason", decoded.left.reason),
         Effect.sync(() => this.close(CloseCode.invalidPayload, decoded.left.reason))
       ).pipe(Effect.annotateLogs("socket_id", this.logId))
     }
@@ -606,7 +649,9 @@ class ConnectionImpl implements Connection, Registration {
     if (message.event === Msg.Events.heartbeat && message.topic === Msg.socketTopic) {
       return this.send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
     }
-    if (message.event === Msg.Events.join) return this.join(message)
+    if (message.event === Msg.Events.join) {
+      return this.telemetry.tracing ? Telemetry.joinSpan(this.join(message), message.topic) : this.join(message)
+    }
     const channel = this.channels.get(message.topic)
     if (channel === undefined) {
       return message.event === Msg.Events.leave
@@ -689,6 +734,7 @@ class ConnectionImpl implements Connection, Registration {
 
   onFrame(frame: Frame): void {
     if (this.closed) return
+    this.telemetry.recorder.received()
     if (overLimit(frame, this.options.maxFrameSize)) {
       return this.close(CloseCode.messageTooBig, "frame too large")
     }
@@ -723,7 +769,11 @@ class ConnectionImpl implements Connection, Registration {
    * `Effect.addFinalizer` would keep a copy of the fiber's refs with it.
    */
   get addFinalizer(): Effect.Effect<void> {
-    return Scope.addFinalizerExit(this.scope, () => this.finalize)
+    // Counted open in the same uninterruptible step as the finalizer that counts it closed.
+    return Effect.uninterruptible(Effect.suspend(() => {
+      this.telemetry.recorder.connectionOpened(this.socket.connectInfo.transport)
+      return Scope.addFinalizerExit(this.scope, () => this.finalize)
+    }))
   }
 
   /**
@@ -750,6 +800,7 @@ class ConnectionImpl implements Connection, Registration {
           )
         ),
         Effect.zipRight(this.broadcaster.unregister(this)),
+        Effect.zipRight(Effect.sync(() => this.telemetry.recorder.connectionClosed(this.socket.connectInfo.transport))),
         Effect.annotateLogs("socket_id", this.logId)
       )
     })
@@ -780,6 +831,7 @@ export const make = (
     readonly handler: ChannelHandler["Type"]
     readonly broker: Broker["Type"]
     readonly broadcaster: ChannelBroadcaster["Type"]
+    readonly telemetry: Telemetry.Telemetry
   }
 ): Effect.Effect<Connection> =>
   Effect.gen(function*() {
@@ -788,6 +840,7 @@ export const make = (
       services.handler,
       services.broker,
       services.broadcaster,
+      services.telemetry,
       scope,
       yield* Effect.clock
     )

@@ -95,7 +95,7 @@ export const platform: Service = {
             listener.onFrame(frame)
             return ws === undefined ? capture : undefined
           }).pipe(
-            Effect.catchAll((error) => Effect.logDebug("socket closed", error)),
+            Effect.catchAll((error) => Effect.annotateLogs(Effect.logDebug("socket closed"), "error", String(error))),
             Effect.ensuring(Effect.sync(() => listener.onClose())),
             Effect.forkScoped,
             Effect.asVoid

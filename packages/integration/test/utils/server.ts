@@ -34,7 +34,7 @@ export const transports: ReadonlyArray<Transport> = ["server", "route", "platfor
 /** Serves `handler` at `/socket` for the life of the scope. */
 export const startServer = (
   handler: Layer.Layer<ChannelHandler, never, Broker.Broker | ChannelBroadcaster.ChannelBroadcaster>,
-  options: ChannelSocket.Options & { readonly transport?: Transport } = {}
+  options: NodeChannelServer.Options & { readonly transport?: Transport } = {}
 ): Effect.Effect<TestServer, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { transport = "server", ...socketOptions } = options

@@ -1,0 +1,62 @@
+import * as Either from "effect/Either"
+import type { Envelope } from "../Broker.js"
+import type { Frame } from "../protocol/Message.js"
+import { MessageTooLarge } from "../protocol/Message.js"
+import { V2 } from "../protocol/Serializer.js"
+
+/**
+ * Whether a frame is over a limit in bytes: for a text frame, its UTF-8
+ * length. A UTF-16 unit takes 1 to 3 bytes, so the UTF-8 length is counted
+ * only when the string's length cannot decide.
+ *
+ * @internal
+ */
+export const overLimit = (frame: Frame, limit: number): boolean => {
+  if (typeof frame !== "string") return frame.byteLength > limit
+  if (frame.length > limit) return true
+  if (frame.length * 3 <= limit) return false
+  return utf8Length(frame) > limit
+}
+
+/**
+ * The size of a frame in bytes, UTF-8 for text.
+ *
+ * @internal
+ */
+export const byteLength = (frame: Frame): number => typeof frame === "string" ? utf8Length(frame) : frame.byteLength
+
+const utf8Length = (text: string): number => {
+  let bytes = text.length
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i)
+    // Units past U+007F take 2 bytes, past U+07FF 3; a surrogate pair takes 4 for its 2 units.
+    if (unit >= 0x80) bytes += unit < 0x800 || (unit >= 0xd800 && unit <= 0xdfff) ? 1 : 2
+  }
+  return bytes
+}
+
+/**
+ * The refusal of a frame over `limit`, if it is over.
+ *
+ * @internal
+ */
+export const refusal = (
+  frame: Frame,
+  topic: string,
+  event: string,
+  limit: number
+): MessageTooLarge | undefined =>
+  overLimit(frame, limit) ? new MessageTooLarge({ topic, event, size: byteLength(frame), limit }) : undefined
+
+/**
+ * The refusal of a broadcast over `limit`, measured on its V2 frame, once:
+ * the envelope keeps that frame for every V2 subscriber (the V1 frame of a
+ * message, encoded for V1 subscribers only, is a few bytes longer). What
+ * cannot be encoded is not refused here: no subscriber receives it.
+ *
+ * @internal
+ */
+export const broadcastRefusal = (envelope: Envelope, limit: number): MessageTooLarge | undefined => {
+  const frame = envelope.frame(V2)
+  return Either.isLeft(frame) ? undefined : refusal(frame.right, envelope.message.topic, envelope.message.event, limit)
+}
