@@ -80,8 +80,14 @@ export const layer: Layer.Layer<ClusterConnections, never, RedisBroker | Channel
       const { config, made } = machinery
       const keys = [`{${config.prefix}}:nodes`, `{${config.prefix}}:counts`]
       const ttl = String(Duration.toMillis(config.nodeTimeout))
+      // Bounded: a Redis that accepts connections but does not answer must not hang a caller.
       const call = (name: "heartbeat" | "count" | "goodbye", args: Array<string>) =>
-        Effect.tryPromise({ try: () => made.link.script(name, keys, args), catch: (cause) => new RedisUnavailable({ cause }) })
+        Effect.tryPromise({ try: () => made.link.script(name, keys, args), catch: (cause) => new RedisUnavailable({ cause }) }).pipe(
+          Effect.timeoutFail({
+            duration: config.subscribeTimeout,
+            onTimeout: () => new RedisUnavailable({ cause: new Error("no answer") })
+          })
+        )
 
       const heartbeat = Effect.flatMap(
         broadcaster.connected,

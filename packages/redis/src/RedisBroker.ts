@@ -61,7 +61,7 @@ export interface Options {
   readonly maxPendingPublishes?: number
   /** How long starting waits for Redis before serving this node alone (it joins once Redis is reachable). Default 5 s. */
   readonly connectTimeout?: Duration.DurationInput
-  /** How long a join waits for its topic's SUBSCRIBE. Default 2 s. */
+  /** How long a join waits for its topic's SUBSCRIBE, and a cluster-wide count for Redis's answer. Default 2 s. */
   readonly subscribeTimeout?: Duration.DurationInput
   /** How often a node writes its connection count to Redis. Default 5 s. */
   readonly heartbeatInterval?: Duration.DurationInput
