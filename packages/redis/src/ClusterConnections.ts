@@ -13,9 +13,8 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Schedule from "effect/Schedule"
 import * as internal from "./internal/broker.js"
-import { RedisBroker } from "./RedisBroker.js"
+import { RedisBroker, RedisBrokerConfigError } from "./RedisBroker.js"
 
 /**
  * Redis did not answer (it is down, or unreachable from this node).
@@ -62,12 +61,17 @@ export class ClusterConnections extends Context.Tag("@effect-channels/redis/Clus
 
 /**
  * Heartbeats this node's count for the life of the layer (and removes it on
- * the way out), and reads the others'.
+ * the way out), and reads the others'. Fails with `RedisBrokerConfigError`
+ * if another live node has this node's id.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<ClusterConnections, never, RedisBroker | ChannelBroadcaster.ChannelBroadcaster> =
+export const layer: Layer.Layer<
+  ClusterConnections,
+  RedisBrokerConfigError,
+  RedisBroker | ChannelBroadcaster.ChannelBroadcaster
+> =
   Layer.scoped(
     ClusterConnections,
     Effect.gen(function*() {
@@ -78,7 +82,9 @@ export const layer: Layer.Layer<ClusterConnections, never, RedisBroker | Channel
         return yield* Effect.dieMessage("ClusterConnections needs the RedisBroker of RedisBroker.layer")
       }
       const { config, made } = machinery
-      const keys = [`{${config.prefix}}:nodes`, `{${config.prefix}}:counts`]
+      const keys = [`{${config.prefix}}:nodes`, `{${config.prefix}}:counts`, `{${config.prefix}}:instances`]
+      // Which process holds this node id: the same id given to a second live process is refused.
+      const instance = globalThis.crypto.randomUUID()
       const ttl = String(Duration.toMillis(config.nodeTimeout))
       // Bounded: a Redis that accepts connections but does not answer must not hang a caller.
       const call = (name: "heartbeat" | "count" | "goodbye", args: Array<string>) =>
@@ -89,14 +95,25 @@ export const layer: Layer.Layer<ClusterConnections, never, RedisBroker | Channel
           })
         )
 
-      const heartbeat = Effect.flatMap(
+      const beat = Effect.flatMap(
         broadcaster.connected,
-        (count) => call("heartbeat", [config.nodeId, String(count), ttl])
-      ).pipe(
+        (count) => call("heartbeat", [config.nodeId, String(count), ttl, instance])
+      )
+      const inUse = `nodeId ${JSON.stringify(config.nodeId)} is in use by another live node`
+      // The first heartbeat before the layer is up, so that a duplicate id
+      // fails it; Redis unreachable: the later heartbeats will tell.
+      const first = yield* Effect.either(beat)
+      if (first._tag === "Right" && first.right === 0) {
+        return yield* new RedisBrokerConfigError({ problems: [inUse] })
+      }
+      const heartbeat = beat.pipe(
+        Effect.flatMap((accepted) =>
+          accepted === 0 ? Effect.logError(`effect-channels/redis: ${inUse}; this node is not counted`) : Effect.void
+        ),
         Effect.catchAll((error) => Effect.logDebug("effect-channels/redis: heartbeat failed", error.message))
       )
-      yield* Effect.forkScoped(Effect.repeat(heartbeat, Schedule.spaced(config.heartbeatInterval)))
-      yield* Effect.addFinalizer(() => Effect.ignore(Effect.timeout(call("goodbye", [config.nodeId]), "1 second")))
+      yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.sleep(config.heartbeatInterval), heartbeat)))
+      yield* Effect.addFinalizer(() => Effect.ignore(Effect.timeout(call("goodbye", [config.nodeId, instance]), "1 second")))
 
       const nodes = Effect.map(call("count", []), (reply) => {
         const flat = reply as ReadonlyArray<string>

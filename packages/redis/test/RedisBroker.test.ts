@@ -149,6 +149,18 @@ describe("RedisBroker", () => {
       expect((yield* b!.node.stats).malformed).toBe(2)
     }))
 
+  it.scopedLive("a node id in use by a live node is refused; free again once that node stops", () =>
+    Effect.gen(function*() {
+      const options = { url, prefix: Node.uniquePrefix("dup"), nodeId: "same-id" }
+      const first = yield* Node.start(options)
+      const refused = yield* Effect.flip(Effect.scoped(Layer.build(RedisBroker.layerBroadcaster(options))))
+      expect(refused._tag).toBe("RedisBrokerConfigError")
+      expect(refused.message).toBe("invalid RedisBroker options: nodeId \"same-id\" is in use by another live node")
+      yield* first.stop
+      const again = yield* Node.start(options)
+      expect(again.node.nodeId).toBe("same-id")
+    }))
+
   it.live("bad options fail with one error listing every problem", () =>
     Effect.gen(function*() {
       const exit = yield* Effect.exit(Layer.build(RedisBroker.layer({

@@ -42,30 +42,36 @@ export interface Handlers {
 const retryStrategy = (times: number) => Math.min(times * 100, 1000)
 
 // The scores of the node set are expiry times in Redis's own clock (TIME),
-// so that nodes' clocks need not agree. Both keys live as long as nodes
-// heartbeat, plus their TTL.
+// so that nodes' clocks need not agree. KEYS: the node set, the counts, the
+// instances (which process holds a node id, so that a second process given
+// the same id is refused while the first is live). The keys live as long as
+// nodes heartbeat, plus their TTL.
+const now = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
+
 const scripts = {
   heartbeat: {
-    numberOfKeys: 2,
-    lua: `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    numberOfKeys: 3,
+    lua: `${now}
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local owner = redis.call('HGET', KEYS[3], ARGV[1])
+if expiry and tonumber(expiry) > now and owner and owner ~= ARGV[4] then return 0 end
 local ttl = tonumber(ARGV[3])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ttl * 2)
-redis.call('PEXPIRE', KEYS[2], ttl * 2)
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl * 2) end
 return 1`
   },
   count: {
-    numberOfKeys: 2,
-    lua: `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    numberOfKeys: 3,
+    lua: `${now}
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 if #gone > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   redis.call('HDEL', KEYS[2], unpack(gone))
+  redis.call('HDEL', KEYS[3], unpack(gone))
 end
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 local result = {}
@@ -76,10 +82,12 @@ end
 return result`
   },
   goodbye: {
-    numberOfKeys: 2,
+    numberOfKeys: 3,
     lua: `
+if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
 return 1`
   }
 } as const
