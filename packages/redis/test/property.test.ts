@@ -126,7 +126,7 @@ describe("property: random joins, leaves, pushes and crashes", () => {
         fc.array(action, { minLength: 4, maxLength: 24 }),
         (nodeCount, actions) => Effect.runPromise(Effect.scoped(run(nodeCount, actions)))
       ),
-      { numRuns: 12, endOnFailure: true }
+      { numRuns: 25, endOnFailure: true }
     )
   }, 60_000)
 })

@@ -4,10 +4,16 @@
 import type { RedisBroker } from "../../src/index.js"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import { spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 
 const fixture = fileURLToPath(new URL("../fixtures/node.ts", import.meta.url))
+
+// Killed with this process too, should it end without closing its scopes.
+const running = new Set<ChildProcess>()
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL")
+})
 
 export interface ChildNode {
   readonly socketUrl: string
@@ -24,7 +30,13 @@ export const spawnNode = (options: RedisBroker.Options): Effect.Effect<ChildNode
         env: { ...process.env, NODE_OPTIONS_JSON: JSON.stringify(options) },
         stdio: ["ignore", "pipe", "inherit"]
       })
-      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+      running.add(child)
+      const exited = new Promise<void>((resolve) =>
+        child.once("exit", () => {
+          running.delete(child)
+          resolve()
+        })
+      )
       let buffered = ""
       const onData = (chunk: Buffer) => {
         buffered += chunk.toString("utf8")

@@ -53,10 +53,20 @@ const kill = (child: ChildProcess | undefined) =>
     child.kill("SIGKILL")
   })
 
-const serve = (port: number, dir: string, extra: Array<string>) =>
-  spawn("redis-server", [
+// Killed with this process too, should it end without closing its scopes (a crash, a timeout).
+const running = new Set<ChildProcess>()
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL")
+})
+
+const serve = (port: number, dir: string, extra: Array<string>) => {
+  const child = spawn("redis-server", [
     "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, ...extra
   ], { stdio: "ignore" })
+  running.add(child)
+  child.once("exit", () => running.delete(child))
+  return child
+}
 
 /** A `redis-server` on a free port, for the life of the scope. */
 export const redisServer: Effect.Effect<RedisProcess, never, Scope.Scope> = Effect.gen(function*() {
