@@ -92,4 +92,34 @@ describe("Redis outage", () => {
       yield* Client.push(onA.channel, "shout", { n: "joined" })
       yield* eventually(() => shouts(onB.seen).some((payload) => (payload as { n: unknown }).n === "joined"), "a's shout on b")
     }), 60_000)
+
+  it.scopedLive("a Redis that stops answering: publishes waiting for it are bounded, the rest dropped, then all flows again", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServer
+      const options = { url: redis.url, prefix: Node.uniquePrefix("frozen"), maxPendingPublishes: 1000 } as const
+      const a = yield* Node.start(options)
+      const b = yield* Node.start(options)
+      const onA = yield* member(a, "rooms:f")
+      const onB = yield* member(b, "rooms:f")
+
+      yield* redis.signal("SIGSTOP")
+      yield* Effect.addFinalizer(() => redis.signal("SIGCONT"))
+      // The connection stays open, so these are written and wait for Redis: at most 1,000 of them.
+      yield* Effect.timeoutFail(
+        Effect.forEach(Array.from({ length: 5000 }, (_, n) => n), (n) => a.broadcaster.broadcast("rooms:f", "burst", { n }), { discard: true }),
+        { duration: "5 seconds", onTimeout: () => new Error("publishing blocked while Redis was frozen") }
+      )
+      expect((yield* a.node.stats).dropped).toBe(4000)
+      // Local delivery went on meanwhile.
+      yield* eventually(() => onA.seen.filter(({ event }) => event === "burst").length === 5000, "5,000 local deliveries")
+
+      yield* redis.signal("SIGCONT")
+      // The 1,000 that waited reach b, in order, and nothing more of the burst.
+      yield* eventually(() => onB.seen.filter(({ event }) => event === "burst").length === 1000, "the 1,000 that waited", 10_000)
+      const received = onB.seen.filter(({ event }) => event === "burst").map(({ payload }) => (payload as { n: number }).n)
+      expect(received).toEqual(Array.from({ length: 1000 }, (_, n) => n))
+      yield* Client.push(onA.channel, "shout", { n: "after" })
+      yield* eventually(() => shouts(onB.seen).length === 1, "a broadcast after Redis answers again")
+      expect((yield* a.node.stats).published).toBe(1001)
+    }), 60_000)
 })

@@ -44,6 +44,8 @@ export interface RedisProcess {
   readonly stop: Effect.Effect<void>
   /** Starts a new server on the same port, empty. */
   readonly start: Effect.Effect<void>
+  /** Sends the server a signal: SIGSTOP freezes it (connections stay open, nothing is answered), SIGCONT resumes it. */
+  readonly signal: (signal: NodeJS.Signals) => Effect.Effect<void>
 }
 
 const kill = (child: ChildProcess | undefined) =>
@@ -79,7 +81,8 @@ export const redisServer: Effect.Effect<RedisProcess, never, Scope.Scope> = Effe
   })
   const stop = Effect.suspend(() => kill(child))
   yield* Effect.acquireRelease(start, () => Effect.zipRight(stop, Effect.sync(() => rmSync(dir, { recursive: true, force: true }))))
-  return { port, url: `redis://127.0.0.1:${port}`, stop, start }
+  const signal = (name: NodeJS.Signals) => Effect.sync(() => void child?.kill(name))
+  return { port, url: `redis://127.0.0.1:${port}`, stop, start, signal }
 })
 
 /** Three masters on free ports made one Redis Cluster, for the life of the scope: their URLs. */
