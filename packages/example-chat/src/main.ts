@@ -9,6 +9,8 @@
  * - `CHAT_TRACES`: where spans go: `none` (default), `console` or `discard`.
  * - `REDIS_URL`: a Redis to join the other nodes on (one chat across
  *   processes); none (default): this process alone, no Redis needed.
+ * - `REDIS_PREFIX`: the prefix of the chat's Redis channels and keys
+ *   (default `chat`): nodes with the same one are one chat.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Config from "effect/Config"
@@ -34,6 +36,7 @@ const port = Config.string("PORT").pipe(
 const settings = Config.all({
   port,
   host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1")),
+  redisPrefix: Config.string("REDIS_PREFIX").pipe(Config.withDefault("chat")),
   redisUrl: Config.map(Config.option(Config.string("REDIS_URL")), (url) => Option.getOrUndefined(Option.filter(url, (value) => value !== ""))),
   announceJoins: Config.map(Config.string("CHAT_ANNOUNCE_JOINS").pipe(Config.withDefault("true")), (value) => value !== "false"),
   metrics: Config.map(Config.string("CHAT_METRICS").pipe(Config.withDefault("true")), (value) => value !== "false"),
