@@ -5,6 +5,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import { metrics } from "../src/internal/metrics.js"
 import * as Node from "./utils/node.js"
 import * as Client from "./utils/phoenixClient.js"
 import { redisServer } from "./utils/redis.js"
@@ -102,6 +104,7 @@ describe("Redis outage", () => {
       const onA = yield* member(a, "rooms:f")
       const onB = yield* member(b, "rooms:f")
 
+      const droppedBefore = (yield* Metric.value(metrics.dropped)).count
       yield* redis.signal("SIGSTOP")
       yield* Effect.addFinalizer(() => redis.signal("SIGCONT"))
       // The connection stays open, so these are written and wait for Redis: at most 1,000 of them.
@@ -110,6 +113,8 @@ describe("Redis outage", () => {
         { duration: "5 seconds", onTimeout: () => new Error("publishing blocked while Redis was frozen") }
       )
       expect((yield* a.node.stats).dropped).toBe(4000)
+      // The metric counts them too (other tests in this process may add to it).
+      expect((yield* Metric.value(metrics.dropped)).count - droppedBefore).toBeGreaterThanOrEqual(4000)
       // Local delivery went on meanwhile.
       yield* eventually(() => onA.seen.filter(({ event }) => event === "burst").length === 5000, "5,000 local deliveries")
 

@@ -1,4 +1,4 @@
-import { Broker } from "@effect-channels/core"
+import { Broker, ChannelMetrics } from "@effect-channels/core"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as PubSub from "effect/PubSub"
@@ -8,6 +8,7 @@ import type * as Scope from "effect/Scope"
 import type { Resolved } from "./config.js"
 import * as Codec from "./codec.js"
 import * as Link from "./link.js"
+import { metrics } from "./metrics.js"
 
 /** @internal */
 export interface Stats {
@@ -45,6 +46,12 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
     const all = yield* Effect.acquireRelease(PubSub.unbounded<Broker.Envelope>(), PubSub.shutdown)
     const inbox = yield* Effect.acquireRelease(Queue.unbounded<Broker.Envelope>(), Queue.shutdown)
     const stats: Stats = { published: 0, received: 0, dropped: 0, malformed: 0 }
+    // Off after the broker closes, so that the topics gauge is given back once.
+    let record = yield* ChannelMetrics.MetricsEnabled
+    const count = (metric: keyof Stats) => {
+      stats[metric]++
+      if (record) metrics[metric].unsafeUpdate(1, [])
+    }
     const channelOf = (topic: string) => `${config.prefix}:${topic}`
     // Topics subscribed at Redis: those with local subscribers.
     const remote = new Set<string>()
@@ -62,14 +69,14 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
     }
 
     const drop = (why: string) => {
-      stats.dropped++
+      count("dropped")
       warn("dropped", `effect-channels/redis: broadcasts to other nodes dropped (${why})`)
     }
 
     let pending = 0
     const settled = () => {
       pending--
-      stats.published++
+      count("published")
     }
     const failed = (error: unknown) => {
       pending--
@@ -79,7 +86,15 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
     const link = config.cluster === undefined
       ? Link.standalone(config.url, config.nodeId, handlers())
       : Link.cluster(config.cluster.nodes, config.cluster.sharded, config.nodeId, handlers())
-    yield* Effect.addFinalizer(() => Effect.promise(link.close))
+    yield* Effect.addFinalizer(() =>
+      Effect.zipRight(
+        Effect.sync(() => {
+          if (record) metrics.topics.unsafeModify(-remote.size, [])
+          record = false
+        }),
+        Effect.promise(link.close)
+      )
+    )
 
     function handlers(): Link.Handlers {
       return {
@@ -87,11 +102,11 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
           const decoded = Codec.decode(frame, config.nodeId)
           if (decoded === undefined) return
           if (typeof decoded === "string") {
-            stats.malformed++
+            count("malformed")
             warn("malformed", `effect-channels/redis: unreadable message from Redis (${decoded})`)
             return
           }
-          stats.received++
+          count("received")
           Queue.unsafeOffer(inbox, decoded.envelope)
         },
         reconnected: () => {
@@ -131,19 +146,21 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
     // order of the changes, so the last one wins.
     const reconcile = (topic: string) =>
       Effect.suspend(() => {
-        const count = subscribers(topic)
-        if (count > 0 && !remote.has(topic)) {
+        const here = subscribers(topic)
+        const before = remote.size
+        if (here > 0 && !remote.has(topic)) {
           remote.add(topic)
           const ack = link.subscribe(channelOf(topic)).finally(() => {
             if (acks.get(topic) === ack) acks.delete(topic)
           })
           ack.catch(ignore)
           acks.set(topic, ack)
-        } else if (count === 0 && remote.has(topic)) {
+        } else if (here === 0 && remote.has(topic)) {
           remote.delete(topic)
           acks.delete(topic)
           link.unsubscribe(channelOf(topic)).catch(ignore)
         }
+        if (record && remote.size !== before) metrics.topics.unsafeModify(remote.size - before, [])
         const ack = acks.get(topic)
         // A joiner waits for its topic's SUBSCRIBE, so that a broadcast sent
         // from another node after its join reaches it; but never longer than
