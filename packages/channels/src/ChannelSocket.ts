@@ -23,7 +23,18 @@
  * query parameter picks the serializer (anything but `1.x`, `2.x` or none is
  * refused with 403), the `Origin` header must be allowed (403), then the
  * handler's `connect` runs with the other query parameters as connect
- * parameters and the auth token the client offered (refused: 403).
+ * parameters, the URI, the peer, the auth token the client offered and the
+ * headers the socket's `connectInfo` option keeps (none by default).
+ *
+ * A refusal by `connect` is answered with the status and body of its
+ * `ConnectRefused` (403 and empty by default). Each connect is logged as
+ * Phoenix logs it (`CONNECTED TO /socket in 65µs`, then the transport, the
+ * serializer and the parameters with the `filterParameters` filtered), at
+ * the socket's `logLevel`.
+ *
+ * Several sockets, each with its own handler and options, are
+ * {@link mount}s: served by `NodeChannelServer.layer(..., { sockets })`, or
+ * as routes by {@link routerOf}.
  *
  * Every transport goes through one function, {@link accept}: a transport's
  * server (the WebSocket servers here and in `@effect-channels/node`, the
@@ -40,6 +51,7 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import { Broker } from "./Broker.js"
@@ -71,6 +83,24 @@ export type CheckOrigin =
   | ((origin: string, request: ConnectRequest) => boolean)
 
 /**
+ * Which request headers a connection keeps in its `connectInfo.headers`, for
+ * its whole life, as Phoenix's `connect_info` option chooses: `xHeaders`
+ * (every `x-*` header), `userAgent` (`user-agent`), `traceContextHeaders`
+ * (`traceparent`, `tracestate`) and `headers` by name. By default none, as
+ * in Phoenix: an open connection holds no other part of its request.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface KeptHeaders {
+  readonly xHeaders?: boolean | undefined
+  readonly userAgent?: boolean | undefined
+  readonly traceContextHeaders?: boolean | undefined
+  /** Headers to keep by name, case-insensitively. */
+  readonly headers?: ReadonlyArray<string> | undefined
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -98,12 +128,47 @@ export interface Options {
   readonly maxChannels?: number | undefined
   /**
    * How many bytes may wait to be written to a client that does not read
-   * before it is disconnected; default 1 MiB.
+   * before it is disconnected; default 1 MiB. It is dropped without a close
+   * frame (which would wait behind what it does not read): its TCP
+   * connection is closed, and the client sees 1006.
    */
   readonly outboundBufferLimit?: number | undefined
   /** How many received frames may wait to be handled, by the socket or by one channel, before the connection is closed (1008); default 1,000. */
   readonly inboundQueueLimit?: number | undefined
+  /** The request headers a connection keeps; default none. */
+  readonly connectInfo?: KeptHeaders | undefined
+  /**
+   * The level of the socket's logs, written through Effect's `Logger` as
+   * Phoenix writes them: each connect, each join (`JOINED <topic> in <time>`
+   * or `REFUSED JOIN ...`, with its parameters) and each handled event
+   * (`HANDLED <event> INCOMING ON <topic> in <time>`, with its payload).
+   * Phoenix's levels by default: connects and joins at `"Info"`, events at
+   * `"Debug"` (below Effect's default minimum level, so not printed unless
+   * it is lowered). A level sets connects and joins; an object sets each
+   * kind; `false` turns them off.
+   */
+  readonly logLevel?: LogLevel | false | {
+    readonly connect?: LogLevel | false | undefined
+    readonly join?: LogLevel | false | undefined
+    readonly event?: LogLevel | false | undefined
+  } | undefined
+  /**
+   * What is never logged of connect params, join params and event payloads,
+   * at any depth: the value of any key containing one of these strings shows
+   * as `"[FILTERED]"`; default `["password"]`, as Phoenix. `{ keep: [...] }`
+   * shows the values of those keys only.
+   */
+  readonly filterParameters?: ReadonlyArray<string> | { readonly keep: ReadonlyArray<string> } | undefined
 }
+
+/**
+ * A log level by name, as Effect's `LogLevel.Literal` (the `logLevel`
+ * option also takes `false`: no log).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type LogLevel = "All" | "Fatal" | "Error" | "Warning" | "Info" | "Debug" | "Trace" | "None"
 
 /**
  * What admission reads of a request, as a transport's server gives it.
@@ -118,20 +183,27 @@ export interface ConnectRequest {
   /** The request headers, lower-case names. */
   readonly headers: Readonly<Record<string, string | undefined>>
   readonly remoteAddress: Option.Option<string>
+  /** The peer's port, where the server knows it. */
+  readonly remotePort?: number | undefined
+  /** The scheme of the server's connection (`https` over TLS); default `http`. */
+  readonly scheme?: "http" | "https" | undefined
   /** The token the client offered, decoded. */
   readonly authToken: Option.Option<string>
 }
 
 /**
- * A request the socket refused, with the HTTP status to answer: 400 (not a
- * request for this transport), 403 (`vsn`, origin, or `connect` refused),
- * 500 (`connect` failed).
+ * A request the socket refused, with the HTTP status and body to answer: 400
+ * (not a request for this transport), 403 (`vsn` or origin refused), what
+ * the `connect` hook's `ConnectRefused` carries (403 and no body by
+ * default), 500 (`connect` failed). Every transport's server answers with it.
  *
  * @since 0.1.0
  * @category errors
  */
 export class Refused extends Data.TaggedError("Refused")<{
   readonly status: number
+  /** The response body; empty when absent. */
+  readonly body?: string | undefined
 }> {}
 
 /**
@@ -190,7 +262,7 @@ class ChannelSocketImpl implements ChannelSocket {
   ): Effect.Effect<Accepted, Refused | E, R> {
     return Effect.mapError(
       internal.accept(request, open, scope, this.options, this.services),
-      (error) => isRefusal(error) ? new Refused({ status: error.status }) : error
+      (error) => isRefusal(error) ? new Refused({ status: error.status, body: error.body }) : error
     )
   }
   toJSON() {
@@ -211,10 +283,75 @@ const isRefusal = (u: unknown): u is internal.Refusal =>
 export const make = (
   options: Options = {}
 ): Effect.Effect<ChannelSocket, never, ChannelHandler | Broker | ChannelBroadcaster> =>
+  makeResolved(internal.resolveOptions(options))
+
+const makeResolved = (resolved: internal.Resolved) =>
   Effect.map(
     Effect.all({ handler: ChannelHandler, broker: Broker, broadcaster: ChannelBroadcaster, telemetry }),
-    (services) => new ChannelSocketImpl(internal.resolveOptions(options), services)
+    (services): ChannelSocket => new ChannelSocketImpl(resolved, services)
   )
+
+/**
+ * A socket to serve: its handler, as a `ChannelHandler` layer, and its
+ * options. Phoenix's `socket "/socket", UserSocket, ...` in an endpoint.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Mount<E = never, R = never> {
+  readonly handler: Layer.Layer<ChannelHandler, E, R>
+  readonly options: Options
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export declare namespace Mount {
+  /** What building the handler of any of `M` may fail with. */
+  export type Error<M> = M extends Mount<infer E, infer _R> ? E : never
+  /** What the handler of any of `M` requires. */
+  export type Context<M> = M extends Mount<infer _E, infer R> ? R : never
+}
+
+/**
+ * A socket served with its own `handler` and `options` (`path` above all),
+ * next to others on one server.
+ *
+ * ```ts
+ * NodeChannelServer.layer(createServer, { port: 4000 }, {
+ *   sockets: [
+ *     ChannelSocket.mount(UserChannels, { path: "/socket" }),
+ *     ChannelSocket.mount(AdminChannels, { path: "/admin", checkOrigin: false })
+ *   ]
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const mount = <E = never, R = never>(
+  handler: Layer.Layer<ChannelHandler, E, R>,
+  options: Options = {}
+): Mount<E, R> => ({ handler, options })
+
+/**
+ * Makes the socket of a {@link Mount}: its handler layer is built into the
+ * scope, with the layers built around it (a layer shared with other sockets
+ * or the application is built once), and the broker and broadcaster in
+ * context.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeMounted = <E, R>(
+  mounted: Mount<E, R>
+): Effect.Effect<ChannelSocket, E, R | Broker | ChannelBroadcaster | Scope.Scope> =>
+  Effect.gen(function*() {
+    const memoMap = yield* Layer.CurrentMemoMap
+    const context = yield* Layer.buildWithMemoMap(mounted.handler, memoMap, yield* Effect.scope)
+    return yield* Effect.provide(make(mounted.options), context)
+  })
 
 const authTokenPrefix = "base64url.bearer.phx."
 
@@ -252,6 +389,8 @@ export const websocketRequest = (request: {
   readonly url: string
   readonly headers: Readonly<Record<string, string | undefined>>
   readonly remoteAddress: Option.Option<string>
+  readonly remotePort?: number | undefined
+  readonly scheme?: "http" | "https" | undefined
 }): Effect.Effect<ConnectRequest, Refused> =>
   request.method !== "GET" || request.headers["upgrade"]?.toLowerCase() !== "websocket"
     ? Effect.fail(new Refused({ status: 400 }))
@@ -260,11 +399,35 @@ export const websocketRequest = (request: {
       url: request.url,
       headers: request.headers,
       remoteAddress: request.remoteAddress,
+      remotePort: request.remotePort,
+      scheme: request.scheme,
       authToken: authTokenFromProtocols(request.headers["sec-websocket-protocol"])
     })
 
-/** A refused upgrade: the connection is not reused, as the client would wait on it. */
-const refusal = (status: number) => HttpServerResponse.empty({ status, headers: Headers.fromInput({ connection: "close" }) })
+/**
+ * The answer to a refused upgrade: its status and body. The connection is
+ * not reused, as the client would wait on it.
+ */
+const refusal = (refused: Refused) =>
+  refused.body === undefined || refused.body === ""
+    ? HttpServerResponse.empty({ status: refused.status, headers: Headers.fromInput({ connection: "close" }) })
+    : HttpServerResponse.text(refused.body, { status: refused.status, headers: Headers.fromInput({ connection: "close" }) })
+
+/**
+ * The peer's port and the scheme, from the platform's own request where it
+ * has them (Node's `IncomingMessage` and its `net.Socket` or `tls.TLSSocket`):
+ * `HttpServerRequest` gives the remote address only.
+ */
+const sourceConnection = (source: unknown): { readonly remotePort?: number; readonly scheme?: "http" | "https" } => {
+  const socket = typeof source === "object" && source !== null
+    ? (source as { readonly socket?: { readonly remotePort?: unknown; readonly encrypted?: unknown } }).socket
+    : undefined
+  if (typeof socket !== "object" || socket === null) return {}
+  return {
+    ...(typeof socket.remotePort === "number" ? { remotePort: socket.remotePort } : {}),
+    scheme: socket.encrypted === true ? "https" : "http"
+  }
+}
 
 /**
  * The WebSocket endpoint of `socket` as an HTTP handler: a `GET` with
@@ -283,7 +446,8 @@ export const websocketOf = (
       method: request.method,
       url: request.url,
       headers: request.headers,
-      remoteAddress: request.remoteAddress
+      remoteAddress: request.remoteAddress,
+      ...sourceConnection(request.source)
     }).pipe(
       Effect.flatMap((connectRequest) =>
         Effect.scopeWith((scope) =>
@@ -297,7 +461,7 @@ export const websocketOf = (
       Effect.as(HttpServerResponse.empty()),
       Effect.catchAll((error) =>
         error._tag === "Refused"
-          ? Effect.succeed(refusal(error.status))
+          ? Effect.succeed(refusal(error))
           : Effect.as(Effect.annotateLogs(Effect.logWarning("websocket upgrade failed"), "error", String(error)), HttpServerResponse.empty())
       )
     )
@@ -315,7 +479,11 @@ export const websocket = (
   HttpServerResponse.HttpServerResponse,
   never,
   HttpServerRequest.HttpServerRequest | ChannelHandler | Broker | ChannelBroadcaster
-> => Effect.flatMap(make(options), websocketOf)
+> => {
+  // Resolved once, not for every request.
+  const socket = makeResolved(internal.resolveOptions(options))
+  return Effect.flatMap(socket, websocketOf)
+}
 
 /**
  * An `HttpRouter` serving the socket at `path` (default `/socket`):
@@ -328,3 +496,39 @@ export const router = (
   options: Options = {}
 ): HttpRouter.HttpRouter<never, ChannelHandler | Broker | ChannelBroadcaster> =>
   HttpRouter.empty.pipe(HttpRouter.all(`${options.path ?? "/socket"}/websocket`, websocket(options)))
+
+/**
+ * An `HttpRouter` serving several sockets, each at its `path` with its own
+ * handler and options: the handler layers are built once, into the scope.
+ * Serve it with `Layer.unwrapScoped`:
+ *
+ * ```ts
+ * const Server = Layer.unwrapScoped(Effect.map(
+ *   ChannelSocket.routerOf([
+ *     ChannelSocket.mount(UserChannels, { path: "/socket" }),
+ *     ChannelSocket.mount(AdminChannels, { path: "/admin" })
+ *   ]),
+ *   (sockets) => HttpServer.serve(HttpRouter.concat(routes, sockets))
+ * ))
+ * ```
+ *
+ * @since 0.1.0
+ * @category routers
+ */
+export const routerOf = <const M extends ReadonlyArray<Mount<unknown, unknown>>>(
+  mounts: M
+): Effect.Effect<
+  HttpRouter.HttpRouter,
+  Mount.Error<M[number]>,
+  Mount.Context<M[number]> | Broker | ChannelBroadcaster | Scope.Scope
+> => {
+  const paths = mounts.map((mounted) => mounted.options.path ?? "/socket")
+  const duplicate = paths.find((path, index) => paths.indexOf(path) !== index)
+  if (duplicate !== undefined) return Effect.dieMessage(`ChannelSocket.routerOf: two sockets at ${duplicate}`)
+  return Effect.reduce(
+    mounts as ReadonlyArray<Mount<Mount.Error<M[number]>, Mount.Context<M[number]>>>,
+    HttpRouter.empty as HttpRouter.HttpRouter,
+    (router, mounted) =>
+      Effect.map(makeMounted(mounted), (socket) => HttpRouter.all(router, `${socket.path}/websocket`, websocketOf(socket)))
+  )
+}

@@ -264,7 +264,8 @@ const fail = (message: string) => Effect.fail(new AssertionFailed({ message }))
 /**
  * Connects a test socket: admits it as every transport is admitted (the
  * handler's `connect` runs with `params`; `connectInfo` gives the rest of
- * the request), then starts a connection that lives until {@link close}, a
+ * the request: its headers are kept as the socket's `connectInfo` option
+ * says, none by default), then starts a connection that lives until {@link close}, a
  * server-side close, or the end of the scope. Fails with the handler's
  * `ConnectRefused`, or with `ChannelSocket.Refused` for any other refusal
  * (500 for a `connect` that failed otherwise, as a transport would answer).
@@ -275,7 +276,7 @@ const fail = (message: string) => Effect.fail(new AssertionFailed({ message }))
 export const connect = (
   params: Readonly<Record<string, string>> = {},
   options: {
-    readonly connectInfo?: Partial<Omit<ConnectInfo, "params" | "vsn">> | undefined
+    readonly connectInfo?: Partial<Pick<ConnectInfo, "transport" | "headers" | "peer" | "authToken">> | undefined
     readonly socket?: ChannelSocket.Options | undefined
   } = {}
 ): Effect.Effect<
@@ -296,7 +297,8 @@ export const connect = (
       transport: info.transport ?? "test",
       url: `/socket/websocket?${query}`,
       headers: info.headers ?? {},
-      remoteAddress: info.remoteAddress ?? Option.none(),
+      remoteAddress: Option.map(info.peer ?? Option.none(), (peer) => peer.address),
+      remotePort: Option.getOrUndefined(Option.map(info.peer ?? Option.none(), (peer) => peer.port)),
       authToken: info.authToken ?? Option.none()
     }
     const mailbox = new Mailbox<Outbound>()
@@ -339,7 +341,7 @@ export const connect = (
         const refusal = accepted.left
         return yield* Effect.asVoid(Deferred.fail(
           started,
-          refusal.refused ?? new ChannelSocketRefused({ status: refusal.status })
+          refusal.refused ?? new ChannelSocketRefused({ status: refusal.status, body: refusal.body })
         ))
       }
       yield* Deferred.succeed(started, accepted.right)

@@ -1,12 +1,14 @@
 /**
  * The chat server as a layer: the lobby channel at `/socket` (WebSocket at
  * `/socket/websocket`), `PUT /broadcast` to post into the lobby from outside
- * any channel, the chat page at `/`, and `GET /metrics` (Prometheus' text
- * format) unless metrics are off. With a Redis URL, the node joins the
- * others on that Redis: broadcasts and `PUT /broadcast` reach every node's
- * members.
+ * any channel (a body of at most {@link maxBodySize}, else 413, with a
+ * `Content-Length`, else 411), the chat page at `/` with its icon
+ * (`/favicon.svg`, also answered at `/favicon.ico`, where browsers and tools
+ * look without a link), and `GET /metrics` (Prometheus' text format) unless
+ * metrics are off. With a Redis URL, the node joins the others on that
+ * Redis: broadcasts and `PUT /broadcast` reach every node's members.
  */
-import { ChannelBroadcaster, ChannelMetrics } from "@effect-channels/core"
+import { ChannelBroadcaster, ChannelMetrics, type ChannelSocket } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
 import { ClusterConnections, RedisBroker } from "@effect-channels/redis"
 import * as HttpRouter from "@effect/platform/HttpRouter"
@@ -20,13 +22,15 @@ import * as Option from "effect/Option"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { readFileSync } from "node:fs"
-import { createServer } from "node:http"
+import * as Http from "node:http"
+import type { Socket } from "node:net"
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import * as LobbyChannel from "./LobbyChannel.js"
 import * as Telemetry from "./Telemetry.js"
 
 const page = readFileSync(new URL("../public/index.html", import.meta.url), "utf8")
+const icon = readFileSync(new URL("../public/favicon.svg", import.meta.url), "utf8")
 const phoenixClient = readFileSync(
   join(dirname(createRequire(import.meta.url).resolve("phoenix")), "phoenix.min.js"),
   "utf8"
@@ -34,7 +38,24 @@ const phoenixClient = readFileSync(
 
 const PostedMessage = Schema.Struct({ user: Schema.String, body: Schema.String })
 
+/**
+ * The largest body `PUT /broadcast` reads, in bytes: a chat message. The
+ * platform reads any size.
+ */
+export const maxBodySize = 64 * 1024
+
+/** Refused before a byte of the body is read; the connection is not reused, its unread body would follow. */
+const refused = (status: number, error: string) =>
+  HttpServerResponse.json({ error }, { status, headers: { connection: "close" } })
+
 const postToLobby = Effect.gen(function*() {
+  const request = yield* HttpServerRequest.HttpServerRequest
+  // The length is checked before the body is read, and Node's parser holds
+  // the body to it. A chunked body has none: the platform would destroy the
+  // request past the limit, with no answer, so it is refused with 411.
+  const length = request.headers["content-length"]
+  if (length === undefined) return yield* refused(411, "a Content-Length is required")
+  if (Number(length) > maxBodySize) return yield* refused(413, `body over ${maxBodySize} bytes`)
   const message = yield* HttpServerRequest.schemaBodyJson(PostedMessage)
   const broadcaster = yield* ChannelBroadcaster.ChannelBroadcaster
   yield* broadcaster.broadcast(LobbyChannel.lobby, "new:msg", message)
@@ -47,7 +68,8 @@ const postToLobby = Effect.gen(function*() {
 }).pipe(
   Effect.catchTags({
     ParseError: (error) => HttpServerResponse.json({ error: error.message }, { status: 400 }),
-    RequestError: (error) => HttpServerResponse.json({ error: error.message }, { status: 400 })
+    RequestError: (error) => HttpServerResponse.json({ error: error.message }, { status: 400 }),
+    MessageTooLarge: (error) => HttpServerResponse.json({ error: error.message }, { status: 413 })
   })
 )
 
@@ -57,8 +79,37 @@ export const router = HttpRouter.empty.pipe(
     "/phoenix.js",
     HttpServerResponse.text(phoenixClient, { contentType: "text/javascript; charset=utf-8" })
   ),
+  HttpRouter.get("/favicon.svg", HttpServerResponse.text(icon, { contentType: "image/svg+xml" })),
+  HttpRouter.get("/favicon.ico", HttpServerResponse.text(icon, { contentType: "image/svg+xml" })),
   HttpRouter.put("/broadcast", postToLobby)
 )
+
+/**
+ * A Node HTTP server whose `close` also ends the connections that have not
+ * sent a request yet. Browsers open such connections ahead of need, and Node's
+ * `close` waits for them until its own timeouts end them, so a shutdown or a
+ * restart would hang while a browser is on the page. Connections
+ * that carried a request are left to Node (idle ones are closed, busy ones
+ * finish), and upgraded ones to the channel server (closed with 1001 first).
+ */
+export class ChatHttpServer extends Http.Server {
+  readonly #unused = new Set<Socket>()
+
+  constructor() {
+    super()
+    this.on("connection", (socket: Socket) => {
+      this.#unused.add(socket)
+      socket.once("close", () => this.#unused.delete(socket))
+    })
+    this.prependListener("request", (request: Http.IncomingMessage) => this.#unused.delete(request.socket))
+    this.prependListener("upgrade", (request: Http.IncomingMessage) => this.#unused.delete(request.socket))
+  }
+
+  override close(callback?: (error?: Error) => void): this {
+    for (const socket of this.#unused) socket.destroy()
+    return super.close(callback)
+  }
+}
 
 export interface ChannelsOptions extends LobbyChannel.Options {
   /** A Redis to join the other nodes on (`redis://127.0.0.1:6379`); none: this process alone. */
@@ -102,6 +153,8 @@ export interface Options extends ChannelsOptions {
   readonly metrics?: boolean | undefined
   /** Where the socket's spans go (default: no tracer, no spans). */
   readonly traces?: Telemetry.Traces | undefined
+  /** The socket's logs (connects and joins at Info by default; `false`: none). */
+  readonly logLevel?: ChannelSocket.Options["logLevel"]
 }
 
 /** The chat served on a Node HTTP server listening on `host:port` (port 0: any free port). */
@@ -111,7 +164,10 @@ export const layer = (options: Options) => {
       HttpServer.serve(),
       HttpServer.withLogAddress,
       Layer.provideMerge(
-        NodeChannelServer.layer(createServer, { host: options.host, port: options.port }, { path: "/socket" }).pipe(
+        NodeChannelServer.layer(() => new ChatHttpServer(), { host: options.host, port: options.port }, {
+          path: "/socket",
+          logLevel: options.logLevel
+        }).pipe(
           Layer.mapError(listenError(options.host, options.port))
         )
       ),

@@ -5,6 +5,8 @@
  * - `PORT`: 0 to 65535 (0: any free port); default 4000.
  * - `HOST`: the address to listen on; default 127.0.0.1.
  * - `CHAT_ANNOUNCE_JOINS`: `false` turns off the `user:entered` broadcast.
+ * - `CHAT_LOG_LEVEL`: `false` turns off the socket's connect and join logs (Phoenix's, at Info; the
+ *   benchmark's servers log nothing).
  * - `CHAT_METRICS`: `false` turns off metrics (and `GET /metrics`).
  * - `CHAT_TRACES`: where spans go: `none` (default), `console` or `discard`.
  * - `REDIS_URL`: a Redis to join the other nodes on (one chat across
@@ -39,6 +41,10 @@ const settings = Config.all({
   redisPrefix: Config.string("REDIS_PREFIX").pipe(Config.withDefault("chat")),
   redisUrl: Config.map(Config.option(Config.string("REDIS_URL")), (url) => Option.getOrUndefined(Option.filter(url, (value) => value !== ""))),
   announceJoins: Config.map(Config.string("CHAT_ANNOUNCE_JOINS").pipe(Config.withDefault("true")), (value) => value !== "false"),
+  logLevel: Config.map(
+    Config.string("CHAT_LOG_LEVEL").pipe(Config.withDefault("true")),
+    (value): false | undefined => value === "false" ? false : undefined
+  ),
   metrics: Config.map(Config.string("CHAT_METRICS").pipe(Config.withDefault("true")), (value) => value !== "false"),
   traces: Config.string("CHAT_TRACES").pipe(
     Config.withDefault("none"),

@@ -86,4 +86,50 @@ describe("LobbyChannel", () => {
       yield* ChannelTest.close(bob)
       yield* ChannelTest.assertPresence(guest, { ada: 1 }, { timeout: "2 seconds" })
     }).pipe(Effect.provide(TestLayer)))
+  it.scoped("a rejoin (rejoin: true) is tracked but not announced again", () =>
+    Effect.gen(function*() {
+      const watcher = yield* ChannelTest.join(yield* ChannelTest.connect(), "rooms:lobby")
+      yield* ChannelTest.join(yield* ChannelTest.connect(), "rooms:lobby", { user: "ada", rejoin: true })
+      yield* ChannelTest.assertPresence(watcher, { ada: 1 }, { timeout: "2 seconds" })
+      yield* ChannelTest.refuteBroadcast("rooms:lobby", "user:entered", { user: "ada" })
+    }).pipe(Effect.provide(TestLayer)))
+
+  it.scoped("rename moves the presence to the new name, keeps online_at, and is broadcast", () =>
+    Effect.gen(function*() {
+      const ada = yield* ChannelTest.join(yield* ChannelTest.connect(), "rooms:lobby", { user: "ada" })
+      const state = yield* ChannelTest.assertPush(ada, "presence_state")
+      const onlineAt = (state as { ada: { metas: Array<{ online_at: number }> } }).ada.metas[0]!.online_at
+      const watcher = yield* ChannelTest.join(yield* ChannelTest.connect(), "rooms:lobby")
+      const ref = yield* ChannelTest.push(ada, "rename", { user: "lovelace" })
+      yield* ChannelTest.assertReply(ada, ref, "ok", { user: "lovelace" })
+      yield* ChannelTest.assertPush(watcher, "user:renamed", { from: "ada", to: "lovelace" })
+      const after = yield* ChannelTest.assertPresence(watcher, { lovelace: 1 }, { timeout: "2 seconds" })
+      expect(after["lovelace"]!.metas[0]!["online_at"]).toBe(onlineAt)
+      // The same name again changes nothing.
+      const again = yield* ChannelTest.push(ada, "rename", { user: "lovelace" })
+      yield* ChannelTest.assertReply(ada, again, "ok", { user: "lovelace" })
+      yield* ChannelTest.refutePush(watcher, "user:renamed", { from: "lovelace", to: "lovelace" })
+    }).pipe(Effect.provide(TestLayer)))
+
+  it.scoped("a member without a name who renames enters the presence, as from: null", () =>
+    Effect.gen(function*() {
+      const watcher = yield* ChannelTest.join(yield* ChannelTest.connect(), "rooms:lobby")
+      const guest = yield* ChannelTest.join(yield* ChannelTest.connect(), "rooms:lobby")
+      const ref = yield* ChannelTest.push(guest, "rename", { user: "bob" })
+      yield* ChannelTest.assertReply(guest, ref, "ok", { user: "bob" })
+      yield* ChannelTest.assertBroadcast("rooms:lobby", "user:renamed", { from: null, to: "bob" })
+      yield* ChannelTest.assertPresence(watcher, { bob: 1 }, { timeout: "2 seconds" })
+    }).pipe(Effect.provide(TestLayer)))
+
+  it.scoped("a blank, padded or too long name is refused, and the presence stays", () =>
+    Effect.gen(function*() {
+      const ada = yield* ChannelTest.join(yield* ChannelTest.connect(), "rooms:lobby", { user: "ada" })
+      for (const user of ["", " ada ", "x".repeat(41), 42]) {
+        const ref = yield* ChannelTest.push(ada, "rename", { user })
+        const reply = yield* ChannelTest.assertReply(ada, ref, "error")
+        expect(reply).toMatchObject({ reason: "invalid payload", path: ["user"] })
+      }
+      yield* ChannelTest.refuteBroadcast("rooms:lobby", "user:renamed")
+      yield* ChannelTest.assertPresence(ada, { ada: 1 })
+    }).pipe(Effect.provide(TestLayer)))
 })

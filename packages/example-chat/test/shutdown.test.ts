@@ -18,6 +18,7 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import { type ChildProcess, spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
+import * as Net from "node:net"
 import { createRequire } from "node:module"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -156,7 +157,40 @@ describe("the chat's HTTP contract", () => {
       expect(payloads(ada, "new:msg")).toEqual([{ user: "system", body: "hello" }, { user: "system", body: "again" }])
     }))
 
-  it.scopedLive("GET / serves the page, GET /phoenix.js the official client", () =>
+  it.scopedLive("PUT /broadcast past maxBodySize (64 KiB) is 413, without a Content-Length 411; nothing is broadcast", () =>
+    Effect.gen(function*() {
+      const { base, port } = yield* startChat
+      const ada = yield* lobby(port, { user: "ada" })
+      const put = (body: BodyInit, init: RequestInit = {}) =>
+        fetchEffect(`${base}/broadcast`, { method: "PUT", headers: { "content-type": "application/json" }, body, ...init })
+      const envelope = JSON.stringify({ user: "system", body: "" }).length
+      const atLimit = JSON.stringify({ user: "system", body: "x".repeat(ChatServer.maxBodySize - envelope) })
+      expect((yield* put(atLimit)).status).toBe(200)
+      const over = JSON.stringify({ user: "system", body: "x".repeat(ChatServer.maxBodySize - envelope + 1) })
+      expect((yield* put(over)).status).toBe(413)
+      // 10 MiB, declared.
+      const huge = yield* put(JSON.stringify({ user: "system", body: "x".repeat(10 * 1024 * 1024) }))
+      expect(huge.status).toBe(413)
+      // Chunked, no length: refused before it is read.
+      const chunks = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode(over))
+          controller.close()
+        }
+      })
+      const chunked = yield* put(chunks, { duplex: "half" } as RequestInit)
+      expect(chunked.status).toBe(411)
+      yield* until(() => payloads(ada, "new:msg").length === 1, "the broadcast at the limit")
+      // Only the body at the limit went out, even after a later one.
+      expect((yield* put(JSON.stringify({ user: "system", body: "last" }))).status).toBe(200)
+      yield* until(() => payloads(ada, "new:msg").length === 2, "the last broadcast")
+      expect(payloads(ada, "new:msg").map((payload) => (payload as { body: string }).body.length)).toEqual([
+        ChatServer.maxBodySize - envelope,
+        4
+      ])
+    }))
+
+  it.scopedLive("GET / serves the page, GET /phoenix.js the official client, /favicon.ico and /favicon.svg the icon", () =>
     Effect.gen(function*() {
       const { base } = yield* startChat
       const page = yield* fetchEffect(`${base}/`)
@@ -170,6 +204,12 @@ describe("the chat's HTTP contract", () => {
       expect(script.headers.get("content-type")).toMatch(/^text\/javascript/)
       const phoenixMin = Path.join(Path.dirname(createRequire(import.meta.url).resolve("phoenix")), "phoenix.min.js")
       expect(yield* Effect.promise(() => script.text())).toBe(readFileSync(phoenixMin, "utf8"))
+      for (const path of ["/favicon.ico", "/favicon.svg"]) {
+        const icon = yield* fetchEffect(`${base}${path}`)
+        expect(icon.status).toBe(200)
+        expect(icon.headers.get("content-type")).toBe("image/svg+xml")
+        expect(yield* Effect.promise(() => icon.text())).toBe(readFileSync(Path.join(packageDir, "public/favicon.svg"), "utf8"))
+      }
       expect((yield* fetchEffect(`${base}/nowhere`)).status).toBe(404)
     }))
 
@@ -214,7 +254,8 @@ interface Server {
 }
 
 /**
- * Runs `entry` (relative to the package) with `node --import tsx`, on a free
+ * Runs `entry` (relative to the package) with `node --import tsx` (on the
+ * workspace packages' sources: the `@effect-channels/source` condition), on a free
  * port (PORT=0: the port is read from the "Listening on" log line); killed
  * with the scope if still running.
  */
@@ -222,6 +263,7 @@ const spawnServer = (entry: string): Effect.Effect<Server, never, Scope.Scope> =
   Effect.acquireRelease(
     bounded(
       Effect.async<Server>((resume) => {
+        // The workspace packages from their sources, as `pnpm start` runs them: no build needed.
         const child = spawn(process.execPath, ["--conditions=@effect-channels/source", "--import", "tsx", entry], {
           cwd: packageDir,
           env: { ...process.env, PORT: "0", HOST: "127.0.0.1" },
@@ -286,11 +328,20 @@ describe("shutdown on SIGTERM under NodeRuntime.runMain", () => {
       const server = yield* spawnServer("src/main.ts")
       const ada = yield* lobby(server.port, { user: "ada" })
       const anonymous = yield* lobby(server.port, {})
+      // A connection that has not sent a request yet (browsers open them ahead of need) does not hold
+      // the shutdown.
+      const unused = yield* Effect.acquireRelease(
+        Effect.async<Net.Socket>((resume) => {
+          const socket = Net.connect(server.port, "127.0.0.1", () => resume(Effect.succeed(socket)))
+        }),
+        (socket) => Effect.sync(() => socket.destroy())
+      )
       const exit = yield* terminate(server)
       expect({ code: exit.code, signal: exit.signal }).toEqual({ code: 0, signal: null })
       expect(exit.millis).toBeLessThan(5000)
       expect(ada.closes).toEqual([1001])
       expect(anonymous.closes).toEqual([1001])
+      expect(unused.destroyed || unused.readableEnded).toBe(true)
       expect(server.stderr()).toBe("")
     }), 30_000)
 })

@@ -15,8 +15,6 @@
  * one: with Effect's built-in tracer (nobody reads its spans) a span would
  * cost its allocations for nothing, so whether to trace is decided once,
  * where a socket, a broker or a presence is made.
- *
- * @internal
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"

@@ -2,24 +2,25 @@
  * Admission and opening, the one path every transport takes: the serializer
  * for `vsn`, the origin, the handler's `connect`, then the transport is
  * opened and the connection made on it.
- *
- * @internal
  */
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type { Broker } from "../Broker.js"
 import type { ChannelBroadcaster } from "../ChannelBroadcaster.js"
-import type { ConnectInfo } from "../ChannelConn.js"
+import type { ConnectInfo, Peer, Uri } from "../ChannelConn.js"
 import type { Connected, ConnectRefused } from "../ChannelHandler.js"
 import { ChannelHandler, isConnectRefused } from "../ChannelHandler.js"
 import * as Serializer from "../protocol/Serializer.js"
 import * as Connection from "../runtime/Connection.js"
+import type { Opened } from "../transport/Transport.js"
+import type { FilterParameters, LogLevelOption } from "./logging.js"
+import { defaultFilterParameters, filterParams, resolveLogLevels } from "./logging.js"
 import type { Telemetry } from "./metrics.js"
 import { connectSpan } from "./metrics.js"
-import type { Opened } from "../transport/Transport.js"
 
 /** @internal */
 export type CheckOrigin =
@@ -33,7 +34,17 @@ export interface Request {
   readonly url: string
   readonly headers: Readonly<Record<string, string | undefined>>
   readonly remoteAddress: Option.Option<string>
+  readonly remotePort?: number | undefined
+  readonly scheme?: "http" | "https" | undefined
   readonly authToken: Option.Option<string>
+}
+
+/** What a connection keeps of its request's headers, as the public `ChannelSocket.KeptHeaders`. @internal */
+export interface KeptHeaders {
+  readonly xHeaders?: boolean | undefined
+  readonly userAgent?: boolean | undefined
+  readonly traceContextHeaders?: boolean | undefined
+  readonly headers?: ReadonlyArray<string> | undefined
 }
 
 /** The options a socket is mounted with, as the public `ChannelSocket.Options`. @internal */
@@ -47,6 +58,9 @@ export interface Options {
   readonly maxChannels?: number | undefined
   readonly outboundBufferLimit?: number | undefined
   readonly inboundQueueLimit?: number | undefined
+  readonly connectInfo?: KeptHeaders | undefined
+  readonly logLevel?: LogLevelOption | undefined
+  readonly filterParameters?: FilterParameters | undefined
 }
 
 /** @internal */
@@ -54,6 +68,30 @@ export interface Resolved extends Connection.Options {
   readonly path: `/${string}`
   readonly checkOrigin: CheckOrigin
   readonly maxNestingDepth: number
+  /** The headers a connection keeps, out of its request's. */
+  readonly keepHeaders: (headers: Request["headers"]) => Readonly<Record<string, string>>
+}
+
+const noHeaders: Readonly<Record<string, string>> = Object.freeze({})
+
+const traceContextHeaders = ["traceparent", "tracestate"]
+
+/** One function per socket, so that the choice is not read again for every connection. */
+const headerKeeper = (kept: KeptHeaders): Resolved["keepHeaders"] => {
+  const named = new Set((kept.headers ?? []).map((name) => name.toLowerCase()))
+  if (kept.userAgent === true) named.add("user-agent")
+  if (kept.traceContextHeaders === true) for (const name of traceContextHeaders) named.add(name)
+  const xHeaders = kept.xHeaders === true
+  if (named.size === 0 && !xHeaders) return () => noHeaders
+  return (headers) => {
+    let result: Record<string, string> | undefined
+    for (const name in headers) {
+      const value = headers[name]
+      if (value === undefined || !(named.has(name) || (xHeaders && name.startsWith("x-")))) continue
+      ;(result ??= {})[name] = value
+    }
+    return result ?? noHeaders
+  }
 }
 
 /** @internal */
@@ -68,7 +106,10 @@ export const resolveOptions = (options: Options = {}): Resolved => {
     maxNestingDepth: options.maxNestingDepth ?? Serializer.defaultMaxNestingDepth,
     maxOutboundSize: options.maxOutboundSize ?? maxFrameSize,
     outboundBufferLimit: options.outboundBufferLimit ?? 1024 * 1024,
-    inboundQueueLimit: options.inboundQueueLimit ?? 1000
+    inboundQueueLimit: options.inboundQueueLimit ?? 1000,
+    keepHeaders: headerKeeper(options.connectInfo ?? {}),
+    logLevels: resolveLogLevels(options.logLevel),
+    filterParameters: options.filterParameters ?? defaultFilterParameters
   }
 }
 
@@ -99,13 +140,14 @@ const parseOrigin = (origin: string) => {
 }
 
 /**
- * A refused request: the HTTP status it is answered with and, when the
- * handler's `connect` refused it, its error.
+ * A refused request: the HTTP status and body it is answered with and, when
+ * the handler's `connect` refused it, its error.
  *
  * @internal
  */
 export interface Refusal {
   readonly status: number
+  readonly body: string
   readonly refused: ConnectRefused | undefined
 }
 
@@ -116,7 +158,87 @@ export interface Admitted {
   readonly connected: Connected
 }
 
-const refusal = (status: number, refused: ConnectRefused | undefined = undefined): Refusal => ({ status, refused })
+const refusal = (status: number, body = "", refused: ConnectRefused | undefined = undefined): Refusal => ({
+  status,
+  body,
+  refused
+})
+
+const isErrorStatus = (status: number) => Number.isInteger(status) && status >= 400 && status <= 599
+
+/** The answer to a `ConnectRefused`: its status (403 by default) and body, or 500 for a status that is no error. */
+const refusalOf = (refused: ConnectRefused): Effect.Effect<Refusal> => {
+  const status = refused.status ?? 403
+  return isErrorStatus(status)
+    ? Effect.succeed(refusal(status, refused.body ?? "", refused))
+    : Effect.as(
+      Effect.logError(`ConnectRefused with status ${status}: a refusal's status is 400 to 599; answered 500`),
+      refusal(500, "", refused)
+    )
+}
+
+/** The URI the client addressed, as Phoenix's `connect_info[:uri]`: the host and port are the `Host` header's. */
+const uriOf = (url: URL, request: Request): Uri => {
+  const scheme = request.scheme ?? "http"
+  const host = request.headers["host"]
+  let hostname = "localhost"
+  let port = scheme === "https" ? 443 : 80
+  if (host !== undefined) {
+    try {
+      const parsed = new URL(`${scheme}://${host}`)
+      hostname = parsed.hostname
+      if (parsed.port !== "") port = Number(parsed.port)
+    } catch {
+      // An unparsable Host header: the URI keeps the defaults.
+    }
+  }
+  return { scheme, host: hostname, port, path: url.pathname, query: url.search.slice(1) }
+}
+
+const peerOf = (request: Request): Option.Option<Peer> =>
+  Option.map(request.remoteAddress, (address) => ({ address, port: request.remotePort ?? 0 }))
+
+const serializerName = (serializer: Serializer.Serializer) =>
+  serializer.vsn === "1.0.0" ? "V1.JSONSerializer" : "V2.JSONSerializer"
+
+const formatDuration = (nanos: bigint) => {
+  const micros = Number(nanos / 1000n)
+  return micros > 1000 ? `${Math.round(micros / 1000)}ms` : `${micros}µs`
+}
+
+/**
+ * The connect log, as Phoenix writes it: the result, the socket, the time
+ * `connect` took, the transport, the serializer and the parameters (with
+ * `vsn`), filtered.
+ */
+const logConnect = (
+  options: Resolved,
+  request: Request,
+  serializer: Serializer.Serializer,
+  url: URL,
+  result: "ok" | "error",
+  nanos: bigint
+): Effect.Effect<void> => {
+  const level = options.logLevels.connect
+  if (level === undefined) return Effect.void
+  const params = filterParams(Object.fromEntries(url.searchParams), options.filterParameters)
+  const serializerLabel = serializerName(serializer)
+  const duration = formatDuration(nanos)
+  return Effect.logWithLevel(
+    level,
+    `${result === "ok" ? "CONNECTED TO" : "REFUSED CONNECTION TO"} ${options.path} in ${duration}\n` +
+      `  Transport: ${request.transport}\n` +
+      `  Serializer: ${serializerLabel}\n` +
+      `  Parameters: ${JSON.stringify(params)}`
+  ).pipe(Effect.annotateLogs({
+    socket: options.path,
+    transport: request.transport,
+    serializer: serializerLabel,
+    params,
+    result,
+    duration
+  }))
+}
 
 /**
  * Everything checked before a transport is opened: the serializer for
@@ -150,18 +272,29 @@ export const admit = (
       transport: request.transport,
       vsn: serializer.value.vsn,
       params,
-      headers: request.headers,
-      remoteAddress: request.remoteAddress,
+      uri: uriOf(url, request),
+      peer: peerOf(request),
+      headers: options.keepHeaders(request.headers),
       authToken: request.authToken
     }
+    const start = yield* Clock.currentTimeNanos
+    const logged = (result: "ok" | "error") =>
+      Effect.flatMap(
+        Clock.currentTimeNanos,
+        (end) => logConnect(options, request, serializer.value, url, result, end - start)
+      )
     const connected = yield* handler.connect(connectInfo).pipe(
       Effect.catchAllCause((cause) => {
         const failure = Option.getOrUndefined(Cause.failureOption(cause))
-        return isConnectRefused(failure)
-          ? Effect.zipRight(Effect.annotateLogs(Effect.logDebug("connect refused"), "reason", failure.reason), Effect.fail(refusal(403, failure)))
-          : Effect.zipRight(Effect.logError("connect failed", cause), Effect.fail(refusal(500)))
+        return Effect.zipRight(
+          logged("error"),
+          isConnectRefused(failure)
+            ? Effect.flatMap(refusalOf(failure), Effect.fail)
+            : Effect.zipRight(Effect.logError("connect failed", cause), Effect.fail(refusal(500)))
+        )
       })
     )
+    yield* logged("ok")
     return { serializer: serializer.value, connectInfo, connected }
   })
 

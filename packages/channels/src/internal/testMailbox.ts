@@ -1,7 +1,5 @@
 /**
  * Messages kept until a `ChannelTest` assertion takes them.
- *
- * @internal
  */
 import * as Effect from "effect/Effect"
 

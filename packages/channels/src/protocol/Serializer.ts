@@ -338,10 +338,14 @@ export const v2 = (limits: Limits = {}): Serializer => {
  */
 export const V2: Serializer = v2()
 
+/** The serializers of each nesting limit a socket asked for, made once: connections share them. */
+const byDepth = new Map<number, readonly [Serializer, Serializer]>([[defaultMaxNestingDepth, [V1, V2]]])
+
 /**
  * The serializer for a `vsn` query parameter, as Phoenix picks it: none or
  * `1.x` is V1, `2.x` is V2, anything else is none (the connection is refused).
- * With the default limits, it is {@link V1} or {@link V2} itself.
+ * With the default limits, it is {@link V1} or {@link V2} itself; the
+ * serializers of other limits are made once, and shared.
  *
  * @since 0.1.0
  * @category constructors
@@ -349,8 +353,11 @@ export const V2: Serializer = v2()
 export const fromVsn = (vsn: string | undefined, limits?: Limits): Option.Option<Serializer> => {
   const major = vsn === undefined ? "1" : vsn.split(".")[0]
   if (major !== "1" && major !== "2") return Option.none()
-  if (limits?.maxNestingDepth === undefined || limits.maxNestingDepth === defaultMaxNestingDepth) {
-    return Option.some(major === "1" ? V1 : V2)
+  const depth = limits?.maxNestingDepth ?? defaultMaxNestingDepth
+  let serializers = byDepth.get(depth)
+  if (serializers === undefined) {
+    serializers = [v1({ maxNestingDepth: depth }), v2({ maxNestingDepth: depth })]
+    byDepth.set(depth, serializers)
   }
-  return Option.some(major === "1" ? v1(limits) : v2(limits))
+  return Option.some(serializers[major === "1" ? 0 : 1])
 }

@@ -13,6 +13,11 @@
  * which sweeps every connection's last activity (a connection costs no timer
  * of its own).
  *
+ * A channel's lifecycle is one `phase` on its object (see `Phase`), and the
+ * dispatch rules of a received message are one function, `route`, used by
+ * the connection's fiber (`handleFrame`) and by the frames taken at once
+ * (`handleAtOnce`) alike.
+ *
  * The connection adds one finalizer to its scope, which ends every channel
  * (`leave` runs), closes the transport and runs `disconnect`, whatever ended
  * the connection. A channel ends the same way, without its connection: its
@@ -25,8 +30,6 @@
  * and a parked fiber. Mailboxes, held pushes and channel scopes are made
  * when needed; logs are annotated around the work that logs rather than for
  * the life of the fiber.
- *
- * @internal
  */
 import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
@@ -37,6 +40,8 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as HashMap from "effect/HashMap"
+import { NodeInspectSymbol } from "effect/Inspectable"
+import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type { Subscriber } from "../Broker.js"
@@ -46,13 +51,15 @@ import { ChannelBroadcaster, disconnectEvent } from "../ChannelBroadcaster.js"
 import type { ChannelConn, ConnectInfo, JoinResult, LeaveReason, SocketInfo } from "../ChannelConn.js"
 import type { ChannelEvent } from "../ChannelEvent.js"
 import { InvalidPayload } from "../ChannelEvent.js"
-import type { Channel, Incoming } from "../ChannelHandler.js"
+import type { Channel, HandleOut, Incoming } from "../ChannelHandler.js"
 import { ChannelHandler } from "../ChannelHandler.js"
+import type { FilterParameters, LogLevels } from "../internal/logging.js"
+import { formatDuration, parametersLine } from "../internal/logging.js"
 import { broadcastRefusal, overLimit, refusal } from "../internal/frameSize.js"
+import * as Telemetry from "../internal/metrics.js"
 import type { Frame, Message, MessageTooLarge, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
 import * as Msg from "../protocol/Message.js"
 import type { MalformedMessage, Serializer } from "../protocol/Serializer.js"
-import * as Telemetry from "../internal/metrics.js"
 import type { Listener, Transport } from "../transport/Transport.js"
 import { CloseCode } from "../transport/Transport.js"
 
@@ -64,6 +71,8 @@ export interface Options {
   readonly maxOutboundSize: number
   readonly outboundBufferLimit: number
   readonly inboundQueueLimit: number
+  readonly logLevels: LogLevels
+  readonly filterParameters: FilterParameters
 }
 
 /** @internal */
@@ -92,9 +101,15 @@ export interface Connection extends Listener {
 
 const node = Math.random().toString(36).slice(2, 10)
 const lingerMillis = 1000
+/** How long a leave or a duplicate join waits for the events queued before it, as Phoenix's close does. */
+const settleMillis = 5000
 let counter = 0
 
 type Decoded = Either.Either<Message, MalformedMessage>
+
+/** What a message received asks of the connection (see `route`). */
+const Route = { Heartbeat: 0, Join: 1, LeaveUnjoined: 2, Unmatched: 3, Ignore: 4, Leave: 5, Event: 6 } as const
+type Route = (typeof Route)[keyof typeof Route]
 
 const frameSize = (frame: Frame) => (typeof frame === "string" ? frame.length : frame.byteLength)
 
@@ -130,12 +145,35 @@ class SocketInfoImpl implements SocketInfo {
 }
 
 /**
+ * A channel's lifecycle: one phase, which only moves forward.
+ *
+ * - `Joining`: `join` runs. What the channel sends is held, the topic's
+ *   broadcasts wait; a refused or failed join goes to `Ended`, without `leave`.
+ * - `Allowed`: the join is allowed (`leave` will run). Its reply, then what
+ *   was held, are going out; what is sent meanwhile is held behind them.
+ * - `Joined`: what the channel sends goes out at once; it handles its
+ *   client's events and the broadcasts it intercepts.
+ * - `Leaving`: it is ending: it takes no further event; `leave` runs, and
+ *   what it sends still goes out (pushes while the transport is open).
+ * - `Ended`: nothing goes out; a scope asked for now is made closed.
+ */
+const Phase = { Joining: 0, Allowed: 1, Joined: 2, Leaving: 3, Ended: 4 } as const
+type Phase = (typeof Phase)[keyof typeof Phase]
+
+/** What a channel's fiber handles, in order: its client's events, and the broadcasts it intercepts. */
+type Work = ChannelEvent | Envelope
+
+/**
  * A joined (or joining) channel: the handle its hooks receive, its state, and
  * its subscription to the topic at once.
  */
 class ChannelImpl implements ChannelConn, Subscriber {
-  /** Events to handle, from `head` on: an array, not a queue with O(n) shift; made on the first event. */
-  mailbox: Array<ChannelEvent | undefined> | undefined = undefined
+  /**
+   * Work to handle, from `head` on: an array, not a queue with O(n) shift.
+   * Made with the first work, given back with the fiber: it is defined
+   * exactly while the channel's fiber runs or lingers.
+   */
+  mailbox: Array<Work | undefined> | undefined = undefined
   head = 0
   /** Pushes and broadcasts made during `join`, sent after its reply. */
   held: Array<Effect.Effect<void>> | undefined = undefined
@@ -143,8 +181,6 @@ class ChannelImpl implements ChannelConn, Subscriber {
   early: Array<Envelope> | undefined = undefined
   ownAssigns: Record<string, unknown> | undefined = undefined
   ownScope: Scope.CloseableScope | undefined = undefined
-  /** The channel's work is over: a scope asked for now is made closed. */
-  released = false
   /** The fiber handling the mailbox, while it runs or lingers. */
   fiber: Fiber.RuntimeFiber<void> | undefined = undefined
   /** Resumes the channel's fiber while it lingers for the next event. */
@@ -153,23 +189,25 @@ class ChannelImpl implements ChannelConn, Subscriber {
   parkedAt = 0
   /** The timer that gives the fiber back once it has lingered idle; one per linger, not per event. */
   lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined
-  ended: LeaveReason | undefined = undefined
-  /** The join was allowed: `leave` runs when the channel ends. */
-  allowed = false
-  /** The join reply is out: pushes and broadcasts go straight to the client. */
-  joined = false
-  running = false
-  /** Set when the channel's own fiber ends it: it takes no further event. */
-  stopping = false
+  phase: Phase = Phase.Joining
+  /** Why the channel ends, set as it starts `Leaving`. */
+  reason: LeaveReason = "disconnected"
+
+  /** The join's ref, which the channel's messages must carry (or none): the `join_ref`, else the join's `ref`. */
+  readonly joinRef: string
 
   constructor(
     readonly connection: ConnectionImpl,
     readonly topic: string,
-    readonly joinRef: string,
+    /** The `join_ref` the client sent, which the channel's messages carry on the wire, as Phoenix's. */
+    readonly wireJoinRef: string | null,
+    joinMessageRef: string | null,
     readonly hooks: Channel,
     /** The topic pattern its hooks serve, the label of its metrics. */
     readonly pattern: string
-  ) {}
+  ) {
+    this.joinRef = wireJoinRef ?? joinMessageRef ?? ""
+  }
 
   get socket(): SocketInfo {
     return this.connection.socket
@@ -180,7 +218,7 @@ class ChannelImpl implements ChannelConn, Subscriber {
     // runs at once, as with any closed scope.
     if (this.ownScope === undefined) {
       const scope = Effect.runSync(Scope.make())
-      if (this.released) Effect.runSync(Scope.close(scope, Exit.void))
+      if (this.phase === Phase.Ended) Effect.runSync(Scope.close(scope, Exit.void))
       this.ownScope = scope
     }
     return this.ownScope
@@ -192,14 +230,14 @@ class ChannelImpl implements ChannelConn, Subscriber {
     return { _tag: "Refuse", reason }
   }
   reply(event: ChannelEvent, status: ReplyStatus, response: Payload = {}) {
-    return event.ref === null || this.ended !== undefined
-      ? Effect.void
-      : this.connection.sendLimited(Msg.reply(this.joinRef, event.ref, this.topic, status, response), event.event)
+    return Effect.suspend(() =>
+      event.ref === null || this.phase === Phase.Ended
+        ? Effect.void
+        : this.connection.sendLimited(Msg.reply(this.wireJoinRef, event.ref, this.topic, status, response), event.event)
+    )
   }
   push(event: string, payload: Payload = {}) {
-    return Effect.suspend(() =>
-      this.ended !== undefined ? Effect.void : this.connection.sendLimited(Msg.push(this.joinRef, this.topic, event, payload), event, this)
-    )
+    return this.connection.sendLimited(Msg.push(this.wireJoinRef, this.topic, event, payload), event, this)
   }
   broadcast(event: string, payload: Payload = {}) {
     return this.publish(new Envelope(Msg.broadcast(this.topic, event, payload)))
@@ -210,15 +248,15 @@ class ChannelImpl implements ChannelConn, Subscriber {
   /** Publishes a broadcast of the channel, refused at the call when it is too large. */
   publish(envelope: Envelope): Effect.Effect<void, MessageTooLarge> {
     return Effect.suspend(() => {
-      if (this.ended !== undefined) return Effect.void
+      if (this.phase === Phase.Ended) return Effect.void
       const refused = broadcastRefusal(envelope, this.connection.options.maxOutboundSize)
-      return refused === undefined ? this.whenJoined(this.connection.broker.publish(envelope)) : Effect.fail(refused)
+      if (refused !== undefined) return Effect.fail(refused)
+      const publish = this.connection.broker.publish(envelope)
+      return this.sends ? publish : this.sendOrHold(publish)
     })
   }
   get leave() {
-    return Effect.suspend(() =>
-      this.joined && this.ended === undefined ? this.connection.terminateFromWithin(this, "closed") : Effect.void
-    )
+    return Effect.suspend(() => this.connection.terminateFromWithin(this, "closed"))
   }
   get assigns() {
     return Effect.sync((): Readonly<Record<string, unknown>> => this.ownAssigns ?? emptyAssigns)
@@ -228,26 +266,72 @@ class ChannelImpl implements ChannelConn, Subscriber {
       ;(this.ownAssigns ??= {})[key] = value
     })
   }
-
-  /** Runs `effect` now if the join reply is out, after it if `join` is running, never once ended. */
-  whenJoined(effect: Effect.Effect<void>): Effect.Effect<void> {
+  fork<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<Fiber.RuntimeFiber<A, E>, never, R> {
+    return Effect.suspend(() =>
+      Effect.forkIn(
+        Effect.onError(effect, (cause) => Cause.isInterruptedOnly(cause) ? Effect.void : this.crashed(cause)),
+        this.scope
+      )
+    )
+  }
+  subscribe(topic: string): Effect.Effect<void> {
     return Effect.suspend(() => {
-      if (this.ended !== undefined) return Effect.void
-      if (this.joined) return effect
+      const forward = new Forward(this)
+      const { broker } = this.connection
+      return Effect.zipRight(
+        broker.subscribe(topic, forward),
+        Scope.addFinalizer(this.scope, broker.unsubscribe(topic, forward))
+      )
+    })
+  }
+
+  /** A failure of a fiber of the channel's: logged, and once joined, the channel crashes. */
+  crashed(cause: Cause.Cause<unknown>): Effect.Effect<void> {
+    return Effect.zipRight(
+      Effect.logError("channel crashed", cause).pipe(Effect.annotateLogs("topic", this.topic)),
+      this.connection.terminateFromWithin(this, "crashed")
+    )
+  }
+
+  /** Whether what the channel sends goes out now: its join reply is out, and it has not ended. */
+  get sends(): boolean {
+    return this.phase === Phase.Joined || this.phase === Phase.Leaving
+  }
+
+  /** Runs `effect` now while the channel sends, after the join reply while it joins, never once ended. */
+  sendOrHold(effect: Effect.Effect<void>): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.phase === Phase.Joined || this.phase === Phase.Leaving) return effect
+      if (this.phase === Phase.Ended) return Effect.void
       ;(this.held ??= []).push(effect)
       return Effect.void
     })
   }
 
-  /** Writes the topic's broadcasts; until the join reply is out, holds them back. */
+  /**
+   * Writes the topic's broadcasts; until the join reply is out, holds them
+   * back. Those it intercepts go to its fiber instead, each in its turn.
+   */
   deliver(envelopes: ReadonlyArray<Envelope>): void {
-    if (this.ended !== undefined) return
-    if (!this.joined) {
+    if (this.phase < Phase.Joined) {
       const early = this.early ??= []
       for (const envelope of envelopes) early.push(envelope)
       return
     }
-    this.connection.writeBroadcasts(envelopes)
+    if (this.phase === Phase.Ended) return
+    const intercepts = this.hooks.intercepts
+    if (intercepts === undefined) return this.connection.writeBroadcasts(envelopes)
+    let from = 0
+    for (let i = 0; i < envelopes.length; i++) {
+      const envelope = envelopes[i]!
+      if (!intercepts.has(envelope.message.event) || envelope.except === this.connection.id) continue
+      if (i > from) this.connection.writeBroadcasts(envelopes.slice(from, i))
+      from = i + 1
+      // A leaving channel handles nothing more: what it intercepts is dropped.
+      if (this.phase === Phase.Joined) this.connection.intercepted(this, envelope)
+    }
+    if (from === 0) this.connection.writeBroadcasts(envelopes)
+    else if (from < envelopes.length) this.connection.writeBroadcasts(envelopes.slice(from))
   }
 
   /** Annotates the logs of the channel's own fiber, for good: the fiber is the channel's. */
@@ -257,7 +341,45 @@ class ChannelImpl implements ChannelConn, Subscriber {
       (annotations) => HashMap.set(HashMap.set(annotations, "socket_id", this.connection.logId), "topic", this.topic)
     )
   }
+
+  toJSON() {
+    return { _id: "ChannelConn", topic: this.topic, joinRef: this.joinRef, phase: phaseNames[this.phase] }
+  }
+  [NodeInspectSymbol]() {
+    return this.toJSON()
+  }
 }
+
+const phaseNames = ["joining", "allowed", "joined", "leaving", "ended"] as const
+
+/**
+ * A channel's subscription to another topic (`conn.subscribe`): what is
+ * broadcast there is pushed to the client on the channel's topic, while the
+ * channel sends.
+ */
+class Forward implements Subscriber {
+  constructor(readonly channel: ChannelImpl) {}
+  deliver(envelopes: ReadonlyArray<Envelope>): void {
+    const { channel } = this
+    if (channel.phase === Phase.Ended) return
+    const connection = channel.connection
+    for (const envelope of envelopes) {
+      if (envelope.except === connection.id) continue
+      const { event, payload } = envelope.message
+      const push = Msg.push(channel.wireJoinRef, channel.topic, event, payload)
+      // Subscribed in `join`: what comes before the join reply is held with the channel's own pushes.
+      if (channel.phase < Phase.Joined) {
+        ;(channel.held ??= []).push(connection.send(push))
+        continue
+      }
+      const frame = connection.serializer.encode(push)
+      if (Either.isRight(frame)) connection.write(frame.right)
+    }
+  }
+}
+
+/** The end of what a channel handles before it stops (see `settle`): never a client's event. */
+const settleMark: ChannelEvent = Object.freeze({ topic: "", event: Msg.Events.leave, payload: null, ref: null, joinRef: null })
 
 /** Resumes a channel's parked fiber: an event came. */
 const wakeUp = (channel: ChannelImpl) => {
@@ -288,6 +410,11 @@ const stopLinger = (channel: ChannelImpl) => {
   }
 }
 
+/** An intercepted broadcast for a channel whose fiber is to be started, queued with the frames. */
+class Intercepted {
+  constructor(readonly channel: ChannelImpl, readonly envelope: Envelope) {}
+}
+
 class ConnectionImpl implements Connection, Registration {
   readonly id = `${node}.${++counter}`
   readonly socket: SocketInfoImpl
@@ -297,7 +424,7 @@ class ConnectionImpl implements Connection, Registration {
   readonly heartbeatMillis: number
   readonly channels = new Map<string, ChannelImpl>()
   /** Frames received and not handled yet; made when a frame has to wait. */
-  inbox: Array<Decoded> | undefined = undefined
+  inbox: Array<Decoded | Intercepted> | undefined = undefined
   transportOpen = true
   /** Wakes the connection's fiber while it waits for frames. */
   wakeRun: (() => void) | undefined = undefined
@@ -351,7 +478,8 @@ class ConnectionImpl implements Connection, Registration {
 
   /** Whether the client takes what is written: past the bound, it is disconnected. */
   writable(): boolean {
-    if (this.closed) return false
+    // A transport closed by the client takes nothing more: what a `leave` pushes then goes nowhere.
+    if (this.closed || !this.transportOpen) return false
     if (this.transport.bufferedAmount() <= this.options.outboundBufferLimit) return true
     this.dropSlowClient()
     return false
@@ -374,17 +502,19 @@ class ConnectionImpl implements Connection, Registration {
 
   /**
    * Sends what a handler pushes or replies, encoded at the call and refused
-   * there when over `maxOutboundSize`; a push of a channel whose join is
-   * running is written after the join reply.
+   * there when over `maxOutboundSize`. A push (`of` its channel) is sent
+   * after the join reply while the join runs, and not once the channel ended.
    */
-  sendLimited(message: Outbound, event: string, heldBy?: ChannelImpl): Effect.Effect<void, MessageTooLarge> {
+  sendLimited(message: Outbound, event: string, of?: ChannelImpl): Effect.Effect<void, MessageTooLarge> {
     return Effect.suspend(() => {
+      if (of?.phase === Phase.Ended) return Effect.void
       const frame = this.serializer.encode(message)
-      if (Either.isLeft(frame)) return Effect.logWarning("message dropped", frame.left.reason)
+      if (Either.isLeft(frame)) return Effect.annotateLogs(Effect.logWarning("message dropped"), "reason", frame.left.reason)
       const refused = refusal(frame.right, message.topic, event, this.options.maxOutboundSize)
       if (refused !== undefined) return Effect.fail(refused)
-      const write = Effect.sync(() => this.write(frame.right))
-      return heldBy === undefined ? write : heldBy.whenJoined(write)
+      if (of === undefined || of.sends) this.write(frame.right)
+      else (of.held ??= []).push(Effect.sync(() => this.write(frame.right)))
+      return Effect.void
     })
   }
 
@@ -430,8 +560,9 @@ class ConnectionImpl implements Connection, Registration {
 
   /**
    * Ends a channel's work, uninterruptibly, so that `leave` runs once:
-   * interrupts its fiber, unsubscribes, runs `leave` for an allowed join and
-   * closes its scope.
+   * interrupts its fiber, unsubscribes, runs `leave` for an allowed join
+   * (while the channel is `Leaving`, so that what `leave` sends goes out),
+   * then the channel is `Ended` and its scope closed.
    */
   release(channel: ChannelImpl): Effect.Effect<void> {
     return Effect.uninterruptible(Effect.suspend(() => {
@@ -439,62 +570,141 @@ class ConnectionImpl implements Connection, Registration {
       const fiber = channel.fiber
       channel.fiber = undefined
       channel.parked = undefined
+      channel.mailbox = undefined
       stopLinger(channel)
       if (fiber !== undefined) steps.push(Effect.asVoid(Fiber.interrupt(fiber)))
       steps.push(this.broker.unsubscribe(channel.topic, channel))
-      if (channel.allowed) {
+      if (channel.phase !== Phase.Joining) {
         this.telemetry.recorder.channelLeft(channel.pattern)
+        channel.phase = Phase.Leaving
         steps.push(
-          Effect.suspend(() => channel.hooks.leave(channel, channel.ended ?? "disconnected")).pipe(
+          Effect.suspend(() => channel.hooks.leave(channel, channel.reason)).pipe(
             Effect.catchAllCause((cause) => Effect.logError("leave failed", cause)),
             Effect.annotateLogs("topic", channel.topic)
           )
         )
       }
       steps.push(Effect.suspend(() => {
-        channel.released = true
+        channel.phase = Phase.Ended
         return channel.ownScope === undefined ? Effect.void : Scope.close(channel.ownScope, Exit.void)
       }))
       return Effect.all(steps, { discard: true })
     }))
   }
 
-  /** Ends a channel and tells its client: `phx_close`, or `phx_error` for a crash. */
-  terminate(channel: ChannelImpl, reason: LeaveReason): Effect.Effect<void> {
+  /**
+   * Ends a channel of this connection, once, and tells its client: what
+   * `leave` sends, then (for a `phx_leave`, whose ref is `leaveRef`) the
+   * `ok` reply, then `phx_close`, or `phx_error` for a crash. A channel the
+   * connection no longer holds is ended already, or by someone else.
+   */
+  terminate(channel: ChannelImpl, reason: LeaveReason, leaveRef: string | null | undefined = undefined): Effect.Effect<void> {
     return Effect.suspend(() => {
-      if (channel.ended !== undefined) return Effect.void
-      channel.ended = reason
-      if (this.channels.get(channel.topic) === channel) this.channels.delete(channel.topic)
-      const notice = reason === "crashed"
-        ? Msg.push(channel.joinRef, channel.topic, Msg.Events.error, { reason: "channel_crash" }, channel.joinRef)
-        : Msg.push(channel.joinRef, channel.topic, Msg.Events.close, {}, channel.joinRef)
-      return Effect.zipRight(this.release(channel), this.send(notice))
+      if (this.channels.get(channel.topic) !== channel) return Effect.void
+      this.channels.delete(channel.topic)
+      if (channel.phase < Phase.Leaving) channel.reason = reason
+      const joinRef = channel.wireJoinRef
+      const notice = channel.reason === "crashed"
+        ? Msg.push(joinRef, channel.topic, Msg.Events.error, { reason: "channel_crash" }, joinRef)
+        : Msg.push(joinRef, channel.topic, Msg.Events.close, {}, joinRef)
+      const release = this.release(channel)
+      return Effect.zipRight(
+        leaveRef === undefined
+          ? release
+          : Effect.zipRight(release, this.send(Msg.reply(joinRef, leaveRef, channel.topic, "ok", {}))),
+        this.send(notice)
+      )
     })
   }
 
-  /** Terminates a channel from one of its own fibers, which the termination interrupts. */
+  /**
+   * Terminates a joined channel from one of its own fibers (or a fiber of
+   * its scope), which the termination interrupts: the channel is `Leaving`
+   * at once, and takes no further event, though it ends in another fiber.
+   */
   terminateFromWithin(channel: ChannelImpl, reason: LeaveReason): Effect.Effect<void> {
     return Effect.suspend(() => {
-      // The channel takes no further event from now on, though it ends in another fiber.
-      channel.stopping = true
+      if (channel.phase !== Phase.Joined) return Effect.void
+      channel.phase = Phase.Leaving
+      channel.reason = reason
       return Effect.asVoid(Effect.forkIn(this.terminate(channel, reason), this.scope))
     })
   }
 
-  handleIncoming(channel: ChannelImpl, incoming: Incoming, event: ChannelEvent): Effect.Effect<void> {
-    const handled = this.telemetry.tracing
+  /** A failure of a hook run by the channel's fiber: an invalid payload is answered, anything else crashes the channel. */
+  failed(channel: ChannelImpl, event: ChannelEvent | undefined, cause: Cause.Cause<unknown>): Effect.Effect<void> {
+    if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
+    const failure = Option.getOrUndefined(Cause.failureOption(cause))
+    if (event !== undefined && isInvalidPayload(failure)) {
+      // The error's message may quote the payload: too large, the reply says less.
+      return Effect.catchAll(channel.reply(event, "error", failure.response), () =>
+        this.send(Msg.reply(channel.wireJoinRef, event.ref, channel.topic, "error", { reason: "invalid payload" })))
+    }
+    return Effect.zipRight(Effect.logError("channel crashed", cause), this.terminateFromWithin(channel, "crashed"))
+  }
+
+  handleIncoming(
+    channel: ChannelImpl,
+    incoming: Incoming,
+    event: ChannelEvent,
+    logLevel: LogLevel.LogLevel | undefined
+  ): Effect.Effect<void> {
+    const traced = this.telemetry.tracing
       ? Telemetry.eventSpan(incoming(channel, event), channel.topic, event.event)
       : incoming(channel, event)
-    return Effect.catchAllCause(handled, (cause) => {
-      if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
-      const failure = Option.getOrUndefined(Cause.failureOption(cause))
-      if (isInvalidPayload(failure)) {
-        // The error's message may quote the payload: too large, the reply says less.
-        return Effect.catchAll(channel.reply(event, "error", failure.response), () =>
-          this.send(Msg.reply(channel.joinRef, event.ref, channel.topic, "error", { reason: "invalid payload" })))
-      }
-      return Effect.zipRight(Effect.logError("channel crashed", cause), this.terminateFromWithin(channel, "crashed"))
+    const handled = Effect.catchAllCause(traced, (cause) => this.failed(channel, event, cause))
+    if (logLevel === undefined) return handled
+    return Effect.suspend(() => {
+      const start = performance.now()
+      return Effect.zipRight(
+        handled,
+        Effect.suspend(() =>
+          Effect.logWithLevel(
+            logLevel,
+            `HANDLED ${event.event} INCOMING ON ${channel.topic} in ${formatDuration(performance.now() - start)}${
+              parametersLine(event.payload, this.options.filterParameters)
+            }`
+          )
+        )
+      )
     })
+  }
+
+  /** An intercepted broadcast, through `handleOut`: what it returns is pushed to this client alone. */
+  handleOut(channel: ChannelImpl, handleOut: HandleOut, envelope: Envelope): Effect.Effect<void> {
+    const { event, payload } = envelope.message
+    return Effect.matchCauseEffect(handleOut(channel, event, payload), {
+      onFailure: (cause) => this.failed(channel, undefined, cause),
+      // What `handleOut` returns is the handler's: too large, it fails the handler, as a push would.
+      onSuccess: (out) =>
+        Option.isSome(out)
+          ? Effect.catchAll(channel.push(event, out.value), (error) => this.failed(channel, undefined, Cause.fail(error)))
+          : Effect.void
+    })
+  }
+
+  /**
+   * A broadcast a channel intercepts, from the topic's fiber: to the
+   * channel's fiber when it runs; else through the connection's fiber,
+   * which starts one, in order with the frames before it.
+   */
+  intercepted(channel: ChannelImpl, envelope: Envelope): void {
+    if (this.closed) return
+    const mailbox = channel.mailbox
+    if (mailbox !== undefined) {
+      if (mailbox.length - channel.head >= this.options.inboundQueueLimit) {
+        return this.close(CloseCode.tryAgainLater, "too many broadcasts queued")
+      }
+      mailbox.push(envelope)
+      if (channel.parked !== undefined) wakeUp(channel)
+      return
+    }
+    const inbox = this.inbox ??= []
+    if (inbox.length >= this.options.inboundQueueLimit) {
+      return this.close(CloseCode.tryAgainLater, "too many broadcasts queued")
+    }
+    inbox.push(new Intercepted(channel, envelope))
+    this.wakeRun?.()
   }
 
   /**
@@ -515,14 +725,23 @@ class ConnectionImpl implements Connection, Registration {
     })
   }
 
-  /** Handles a channel's events in order, in the channel's fiber, which ends once it has lingered idle. */
+  /**
+   * Handles a channel's work in order, in the channel's fiber, which ends
+   * once it has lingered idle, or once the channel stops taking events.
+   * Whether events are logged is read once per fiber, not per event.
+   */
   runMailbox(channel: ChannelImpl): Effect.Effect<void> {
     const connection = this
     return Effect.zipRight(
       channel.annotate,
-      channel.hooks.handleEvents((incoming) =>
+      channel.hooks.handleEvents((incoming, handleOut) =>
         Effect.gen(function*() {
-          while (channel.ended === undefined && !channel.stopping) {
+          const eventLevel = connection.options.logLevels.event
+          const logLevel = eventLevel !== undefined &&
+              LogLevel.greaterThanEqual(eventLevel, yield* FiberRef.get(FiberRef.currentMinimumLogLevel))
+            ? eventLevel
+            : undefined
+          while (channel.phase === Phase.Joined) {
             const mailbox = channel.mailbox!
             if (channel.head === mailbox.length) {
               mailbox.length = channel.head = 0
@@ -531,39 +750,57 @@ class ConnectionImpl implements Connection, Registration {
               if (!(yield* connection.awaitEvent(channel)) && mailbox.length === 0) break
               continue
             }
-            const event = mailbox[channel.head]!
+            const work = mailbox[channel.head]!
             mailbox[channel.head++] = undefined
-            yield* connection.handleIncoming(channel, incoming, event)
+            if (work === settleMark) break
+            yield* work instanceof Envelope
+              ? connection.handleOut(channel, handleOut, work)
+              : connection.handleIncoming(channel, incoming, work, logLevel)
           }
           // Given back: an idle channel keeps neither its fiber, nor its mailbox, nor a timer.
           stopLinger(channel)
-          channel.running = false
           channel.fiber = undefined
-          if (channel.mailbox!.length === channel.head) {
-            channel.mailbox = undefined
-            channel.head = 0
-          }
+          channel.mailbox = undefined
+          channel.head = 0
         })
       )
     )
   }
 
-  enqueue(channel: ChannelImpl, event: ChannelEvent): Effect.Effect<void> {
-    if (channel.stopping) return Effect.void
-    const mailbox = channel.mailbox ??= []
-    if (mailbox.length - channel.head >= this.options.inboundQueueLimit) {
-      return Effect.sync(() => this.close(CloseCode.policyViolation, "too many messages queued"))
-    }
-    mailbox.push(event)
-    if (channel.parked !== undefined) {
-      wakeUp(channel)
+  /**
+   * Lets a channel handle the events its client pushed before a leave or a
+   * duplicate join, as Phoenix's channel process does before it stops: the
+   * channel's fiber ends at a mark put after them, within `settleMillis`
+   * (then it is interrupted with the channel). The connection's fiber waits,
+   * so what follows stays in order.
+   */
+  settle(channel: ChannelImpl): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const fiber = channel.fiber
+      const mailbox = channel.mailbox
+      if (mailbox === undefined || fiber === undefined) return Effect.void
+      mailbox.push(settleMark)
+      if (channel.parked !== undefined) wakeUp(channel)
+      return Effect.ignore(Effect.timeout(Fiber.await(fiber), settleMillis))
+    })
+  }
+
+  /** Gives a joined channel work: to its fiber if it runs, else to a fiber started for it. */
+  enqueue(channel: ChannelImpl, work: Work): Effect.Effect<void> {
+    if (channel.phase !== Phase.Joined) return Effect.void
+    const mailbox = channel.mailbox
+    if (mailbox !== undefined) {
+      if (mailbox.length - channel.head >= this.options.inboundQueueLimit) {
+        return Effect.sync(() => this.close(CloseCode.policyViolation, "too many messages queued"))
+      }
+      mailbox.push(work)
+      if (channel.parked !== undefined) wakeUp(channel)
       return Effect.void
     }
-    if (channel.running) return Effect.void
-    channel.running = true
+    channel.mailbox = [work]
     return Effect.map(Effect.forkIn(this.runMailbox(channel), this.scope), (fiber) => {
       // A fiber that has already ended is not kept.
-      if (channel.running && channel.ended === undefined) channel.fiber = fiber
+      if (channel.mailbox !== undefined && channel.phase === Phase.Joined) channel.fiber = fiber
     })
   }
 
@@ -573,6 +810,20 @@ class ConnectionImpl implements Connection, Registration {
     return this.telemetry.tracing ? Telemetry.annotateJoin(result, pattern) : Effect.void
   }
 
+  /** The join log, as Phoenix writes it: the result, the topic, the time taken, the filtered params. */
+  logJoin(message: Message, result: "JOINED" | "REFUSED JOIN", start: number): Effect.Effect<void> {
+    const level = this.options.logLevels.join
+    if (level === undefined) return Effect.void
+    return Effect.suspend(() =>
+      Effect.logWithLevel(
+        level,
+        `${result} ${message.topic} in ${formatDuration(performance.now() - start)}${
+          parametersLine(message.payload, this.options.filterParameters)
+        }`
+      )
+    )
+  }
+
   join(message: Message): Effect.Effect<void> {
     const connection = this
     const { topic } = message
@@ -580,28 +831,31 @@ class ConnectionImpl implements Connection, Registration {
       const existing = connection.channels.get(topic)
       if (existing !== undefined) {
         yield* Effect.logDebug("duplicate join: closing the existing channel")
+        yield* connection.settle(existing)
         yield* connection.terminate(existing, "duplicate")
       }
       const hooks = connection.handler.channel(topic)
       if (hooks === undefined) {
         yield* Effect.logDebug("join to an unmatched topic")
         yield* connection.joinResult("refused", Telemetry.unmatched)
-        return yield* connection.sendError(message, message.joinRef, { reason: "unmatched topic" })
+        // As Phoenix's `encode_ignore`: no join ref, whatever the join carried.
+        return yield* connection.sendError(message, null, { reason: "unmatched topic" })
       }
       const pattern = hooks.pattern ?? Telemetry.anyTopic
       if (connection.channels.size >= connection.options.maxChannels) {
         yield* connection.joinResult("refused", pattern)
         return yield* connection.sendError(message, message.joinRef, { reason: "too many channels joined" })
       }
-      const channel = new ChannelImpl(connection, topic, message.joinRef ?? message.ref ?? "", hooks, pattern)
+      const channel = new ChannelImpl(connection, topic, message.joinRef, message.ref, hooks, pattern)
+      const start = performance.now()
       // Subscribed before `join` runs, so that every broadcast published after
       // the hook read something (a presence state) reaches the client, after
       // the pushes made during `join`.
       yield* connection.broker.subscribe(topic, channel)
       const exit = yield* Effect.exit(hooks.join(channel, toEvent(message)))
       if (Exit.isFailure(exit) || exit.value._tag === "Refuse") {
-        channel.ended = "left"
         yield* connection.release(channel)
+        yield* connection.logJoin(message, "REFUSED JOIN", start)
         if (Exit.isSuccess(exit)) {
           yield* connection.joinResult("refused", pattern)
           return yield* connection.sendError(
@@ -620,16 +874,18 @@ class ConnectionImpl implements Connection, Registration {
         return yield* connection.sendError(message, message.joinRef, { reason: "join crashed" })
       }
       connection.channels.set(topic, channel)
-      channel.allowed = true
+      channel.phase = Phase.Allowed
       connection.telemetry.recorder.channelJoined(pattern)
       yield* connection.joinResult("allowed", pattern)
+      yield* connection.logJoin(message, "JOINED", start)
       yield* connection.send(Msg.reply(message.joinRef, message.ref, topic, "ok", exit.value.response))
       while (channel.held !== undefined) {
         const held = channel.held
         channel.held = undefined
         yield* Effect.all(held, { discard: true })
       }
-      channel.joined = true
+      if (channel.phase !== Phase.Allowed) return
+      channel.phase = Phase.Joined
       const early = channel.early
       channel.early = undefined
       if (early !== undefined) channel.deliver(early)
@@ -638,7 +894,24 @@ class ConnectionImpl implements Connection, Registration {
 
   // Frames
 
-  handleFrame(decoded: Decoded): Effect.Effect<void> {
+  /**
+   * What a message received asks for: the dispatch rules, in one place, for
+   * the connection's fiber and for the frames taken at once. A message for a
+   * topic with no channel is unmatched (a `phx_leave` is answered `ok`); one
+   * with a stale join ref, or for a channel that is ending, is ignored.
+   */
+  route(message: Message, channel: ChannelImpl | undefined): Route {
+    if (message.event === Msg.Events.heartbeat && message.topic === Msg.socketTopic) return Route.Heartbeat
+    if (message.event === Msg.Events.join) return Route.Join
+    if (channel === undefined) return message.event === Msg.Events.leave ? Route.LeaveUnjoined : Route.Unmatched
+    if ((message.joinRef !== null && message.joinRef !== channel.joinRef) || channel.phase !== Phase.Joined) {
+      return Route.Ignore
+    }
+    return message.event === Msg.Events.leave ? Route.Leave : Route.Event
+  }
+
+  handleFrame(decoded: Decoded | Intercepted): Effect.Effect<void> {
+    if (decoded instanceof Intercepted) return this.enqueue(decoded.channel, decoded.envelope)
     if (Either.isLeft(decoded)) {
       return Effect.zipRight(
         Effect.annotateLogs(Effect.logWarning("closing on a malformed frame"), "reason", decoded.left.reason),
@@ -646,29 +919,27 @@ class ConnectionImpl implements Connection, Registration {
       ).pipe(Effect.annotateLogs("socket_id", this.logId))
     }
     const message = decoded.right
-    if (message.event === Msg.Events.heartbeat && message.topic === Msg.socketTopic) {
-      return this.send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
-    }
-    if (message.event === Msg.Events.join) {
-      return this.telemetry.tracing ? Telemetry.joinSpan(this.join(message), message.topic) : this.join(message)
-    }
     const channel = this.channels.get(message.topic)
-    if (channel === undefined) {
-      return message.event === Msg.Events.leave
-        ? this.send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
-        : this.sendError(message, null, { reason: "unmatched topic" })
+    switch (this.route(message, channel)) {
+      case Route.Heartbeat:
+        return this.send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
+      case Route.Join:
+        return this.telemetry.tracing ? Telemetry.joinSpan(this.join(message), message.topic) : this.join(message)
+      case Route.LeaveUnjoined:
+        return this.send(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
+      case Route.Unmatched:
+        // As Phoenix's `encode_ignore`: no join ref.
+        return this.sendError(message, null, { reason: "unmatched topic" })
+      case Route.Ignore:
+        return Effect.void
+      case Route.Leave:
+        return Effect.zipRight(this.settle(channel!), this.terminate(channel!, "left", message.ref))
+      case Route.Event:
+        return this.enqueue(channel!, toEvent(message))
     }
-    if (message.joinRef !== null && message.joinRef !== channel.joinRef) return Effect.void
-    if (message.event === Msg.Events.leave) {
-      return Effect.zipRight(
-        this.send(Msg.reply(channel.joinRef, message.ref, channel.topic, "ok", {})),
-        this.terminate(channel, "left")
-      )
-    }
-    return this.enqueue(channel, toEvent(message))
   }
 
-  handleEach(frames: Array<Decoded>, index: number): Effect.Effect<void> {
+  handleEach(frames: Array<Decoded | Intercepted>, index: number): Effect.Effect<void> {
     return index === frames.length || this.closed
       ? Effect.void
       : Effect.flatMap(this.handleFrame(frames[index]!), () => this.handleEach(frames, index + 1))
@@ -700,33 +971,31 @@ class ConnectionImpl implements Connection, Registration {
   }
 
   /**
-   * The frames a running channel takes, handled as they arrive, without
-   * waking the connection's fiber: pushes to a channel whose fiber is
-   * running or lingering, heartbeats, and stale messages. Anything else
-   * (joins, leaves, errors, a channel that needs a fiber) goes through the
-   * connection's fiber, and so does everything while it has frames queued,
-   * which keeps the order of every message.
+   * The frames handled as they arrive, without waking the connection's
+   * fiber, by the same rules: heartbeats, and the events and stale messages
+   * of a channel whose fiber is running or lingering (with room in its
+   * mailbox). Anything else (joins, leaves, errors, a channel that needs a
+   * fiber) goes through the connection's fiber, and so does everything while
+   * it has frames queued, which keeps the order of every message.
    */
   handleAtOnce(decoded: Decoded): boolean {
     if (Either.isLeft(decoded)) return false
     const message = decoded.right
-    if (message.event === Msg.Events.heartbeat && message.topic === Msg.socketTopic) {
+    const channel = this.channels.get(message.topic)
+    const route = this.route(message, channel)
+    if (route === Route.Heartbeat) {
       this.lastReceived = this.clock.unsafeCurrentTimeMillis()
       const frame = this.serializer.encode(Msg.reply(message.joinRef, message.ref, message.topic, "ok", {}))
       if (Either.isRight(frame)) this.write(frame.right)
       return true
     }
-    const channel = this.channels.get(message.topic)
-    if (channel === undefined || !channel.running || channel.stopping || message.event === Msg.Events.leave) {
-      return false
-    }
-    if (message.event === Msg.Events.join) return false
-    const mailbox = channel.mailbox!
-    if (mailbox.length - channel.head >= this.options.inboundQueueLimit) return false
+    const mailbox = channel?.mailbox
+    if (mailbox === undefined || (route !== Route.Event && route !== Route.Ignore)) return false
+    if (mailbox.length - channel!.head >= this.options.inboundQueueLimit) return false
     this.lastReceived = this.clock.unsafeCurrentTimeMillis()
-    if (message.joinRef !== null && message.joinRef !== channel.joinRef) return true
+    if (route === Route.Ignore) return true
     mailbox.push(toEvent(message))
-    if (channel.parked !== undefined) wakeUp(channel)
+    if (channel!.parked !== undefined) wakeUp(channel!)
     return true
   }
 
@@ -783,9 +1052,11 @@ class ConnectionImpl implements Connection, Registration {
    */
   get finalize(): Effect.Effect<void> {
     return Effect.suspend(() => {
+      this.telemetry.recorder.connectionClosed(this.socket.connectInfo.transport)
       const channels = Array.from(this.channels.values()).reverse()
       this.channels.clear()
-      for (const channel of channels) channel.ended ??= "disconnected"
+      // A channel already leaving (its termination forked, not started) keeps its reason.
+      for (const channel of channels) if (channel.phase < Phase.Leaving) channel.reason = "disconnected"
       return Effect.forEach(channels, (channel) => this.release(channel), { discard: true }).pipe(
         Effect.zipRight(
           this.socketSubscriber === undefined
@@ -800,7 +1071,6 @@ class ConnectionImpl implements Connection, Registration {
           )
         ),
         Effect.zipRight(this.broadcaster.unregister(this)),
-        Effect.zipRight(Effect.sync(() => this.telemetry.recorder.connectionClosed(this.socket.connectInfo.transport))),
         Effect.annotateLogs("socket_id", this.logId)
       )
     })

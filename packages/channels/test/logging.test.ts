@@ -1,0 +1,53 @@
+/**
+ * Parameter filtering for logs, as Phoenix's `filter_values`, and the log
+ * levels a socket's `logLevel` option resolves to.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as LogLevel from "effect/LogLevel"
+import { filterParams, resolveLogLevels } from "../src/internal/logging.js"
+
+describe("filterParams", () => {
+  it("hides the value of every key containing a filtered string, at any depth, in arrays too", () => {
+    expect(filterParams({
+      user: "ada",
+      password: "x",
+      password_confirmation: "y",
+      nested: { old_password: "z", list: [{ password: 1, ok: 2 }] }
+    }, ["password"])).toEqual({
+      user: "ada",
+      password: "[FILTERED]",
+      password_confirmation: "[FILTERED]",
+      nested: { old_password: "[FILTERED]", list: [{ password: "[FILTERED]", ok: 2 }] }
+    })
+  })
+
+  it("takes a configurable list, and leaves scalars, null and the input alone", () => {
+    const input = { token: "t", secret: "s", password: "p" }
+    expect(filterParams(input, ["token", "secret"])).toEqual({ token: "[FILTERED]", secret: "[FILTERED]", password: "p" })
+    expect(input).toEqual({ token: "t", secret: "s", password: "p" })
+    expect(filterParams("text", ["password"])).toBe("text")
+    expect(filterParams(null, ["password"])).toBe(null)
+    expect(filterParams({ password: "p" }, [])).toEqual({ password: "p" })
+  })
+
+  it("with { keep }, shows only the values of the keys listed", () => {
+    expect(filterParams({ id: 1, name: "ada", card: { number: "4242", id: 7 }, tags: ["a"] }, { keep: ["id", "name"] }))
+      .toEqual({ id: 1, name: "ada", card: { number: "[FILTERED]", id: 7 }, tags: ["[FILTERED]"] })
+  })
+
+  it("shows a binary payload by its size only", () => {
+    expect(filterParams(new Uint8Array([1, 2, 3]), ["password"])).toBe("<binary, 3 bytes>")
+  })
+})
+
+describe("resolveLogLevels", () => {
+  it("Phoenix's defaults: connect and join at Info, events at Debug", () => {
+    expect(resolveLogLevels(undefined)).toEqual({ connect: LogLevel.Info, join: LogLevel.Info, event: LogLevel.Debug })
+  })
+
+  it("a level sets connect and join; false turns everything off; an object sets each kind", () => {
+    expect(resolveLogLevels("Warning")).toEqual({ connect: LogLevel.Warning, join: LogLevel.Warning, event: LogLevel.Debug })
+    expect(resolveLogLevels(false)).toEqual({ connect: undefined, join: undefined, event: undefined })
+    expect(resolveLogLevels({ join: false, event: "Info" })).toEqual({ connect: LogLevel.Info, join: undefined, event: LogLevel.Info })
+  })
+})
