@@ -1,6 +1,7 @@
 /**
  * Serves a Phoenix socket over HTTP: `ChannelSocket.router()` is an
- * `HttpRouter` with the WebSocket endpoint at `/socket/websocket`, ready to be
+ * `HttpRouter` with the WebSocket endpoint at `/socket/websocket` and the
+ * long-poll one at `/socket/longpoll` (see `LongPoll`), ready to be
  * concatenated with an application's routes.
  *
  * ```ts
@@ -60,6 +61,7 @@ import type { ConnectInfo } from "./ChannelConn.js"
 import { ChannelHandler } from "./ChannelHandler.js"
 import { telemetry } from "./internal/metrics.js"
 import * as internal from "./internal/socket.js"
+import * as LongPoll from "./transport/LongPoll.js"
 import type { Opened } from "./transport/Transport.js"
 import * as WebSocket from "./transport/WebSocket.js"
 
@@ -159,6 +161,8 @@ export interface Options {
    * shows the values of those keys only.
    */
   readonly filterParameters?: ReadonlyArray<string> | { readonly keep: ReadonlyArray<string> } | undefined
+  /** The long-poll endpoint `<path>/longpoll` (see `LongPoll`): its options, or `false` to serve none; served by default. */
+  readonly longPoll?: LongPoll.Options | false | undefined
 }
 
 /**
@@ -486,20 +490,51 @@ export const websocket = (
 }
 
 /**
+ * The long-poll endpoint as an HTTP handler, for a socket with `options`:
+ * one socket and one table of sessions, made on the first request. A route
+ * has no scope of its own to put sessions in: they live until they end,
+ * closed by the runtime or not polled for 1.5 windows, also after the
+ * server has stopped. (`NodeChannelServer` ends them with the server.)
+ *
+ * @since 0.1.0
+ * @category handlers
+ */
+export const longPoll = (
+  options: Options = {}
+): Effect.Effect<
+  HttpServerResponse.HttpServerResponse,
+  never,
+  HttpServerRequest.HttpServerRequest | ChannelHandler | Broker | ChannelBroadcaster
+> => {
+  const server = Effect.runSync(Effect.cached(
+    Effect.flatMap(
+      Effect.zip(make(options), Scope.make()),
+      ([socket, scope]) => Scope.extend(LongPoll.make(socket, options.longPoll || {}), scope)
+    )
+  ))
+  return Effect.flatMap(server, (server) => server.handle)
+}
+
+/**
  * An `HttpRouter` serving the socket at `path` (default `/socket`):
- * `GET <path>/websocket`.
+ * `GET <path>/websocket`, and `<path>/longpoll` unless `longPoll` is `false`.
  *
  * @since 0.1.0
  * @category routers
  */
 export const router = (
   options: Options = {}
-): HttpRouter.HttpRouter<never, ChannelHandler | Broker | ChannelBroadcaster> =>
-  HttpRouter.empty.pipe(HttpRouter.all(`${options.path ?? "/socket"}/websocket`, websocket(options)))
+): HttpRouter.HttpRouter<never, ChannelHandler | Broker | ChannelBroadcaster> => {
+  const path = options.path ?? "/socket"
+  const routes = HttpRouter.empty.pipe(HttpRouter.all(`${path}/websocket`, websocket(options)))
+  return options.longPoll === false ? routes : HttpRouter.all(routes, `${path}/longpoll`, longPoll(options))
+}
 
 /**
  * An `HttpRouter` serving several sockets, each at its `path` with its own
- * handler and options: the handler layers are built once, into the scope.
+ * handler and options (`<path>/websocket`, and `<path>/longpoll` unless its
+ * `longPoll` is `false`): the handler layers are built once, and the
+ * long-poll sessions live, in the scope.
  * Serve it with `Layer.unwrapScoped`:
  *
  * ```ts
@@ -529,6 +564,13 @@ export const routerOf = <const M extends ReadonlyArray<Mount<unknown, unknown>>>
     mounts as ReadonlyArray<Mount<Mount.Error<M[number]>, Mount.Context<M[number]>>>,
     HttpRouter.empty as HttpRouter.HttpRouter,
     (router, mounted) =>
-      Effect.map(makeMounted(mounted), (socket) => HttpRouter.all(router, `${socket.path}/websocket`, websocketOf(socket)))
+      Effect.flatMap(makeMounted(mounted), (socket) => {
+        const routes = HttpRouter.all(router, `${socket.path}/websocket`, websocketOf(socket))
+        const longPoll = mounted.options.longPoll
+        return longPoll === false
+          ? Effect.succeed(routes)
+          : Effect.map(LongPoll.make(socket, longPoll ?? {}), (server) =>
+            HttpRouter.all(routes, `${socket.path}/longpoll`, server.handle))
+      })
   )
 }

@@ -21,6 +21,8 @@ export * as ChannelRouter from "./ChannelRouter.js"
 /** @since 0.1.0 */
 export * as ChannelSocket from "./ChannelSocket.js"
 /** @since 0.1.0 */
+export * as LongPoll from "./transport/LongPoll.js"
+/** @since 0.1.0 */
 export * as Message from "./protocol/Message.js"
 /** @since 0.1.0 */
 export * as Presence from "./Presence.js"

@@ -1,7 +1,9 @@
 /**
  * A Node HTTP server that serves Phoenix sockets next to an Effect `HttpApp`:
  * a drop-in for `NodeHttpServer.layer` that takes the sockets' WebSocket
- * upgrades (`<path>/websocket`) off the HTTP server before the app sees them.
+ * upgrades (`<path>/websocket`) off the HTTP server before the app sees them,
+ * and serves their long-poll endpoints (`<path>/longpoll`, unless a socket's
+ * `longPoll` option is `false`) in front of the app, without a route.
  *
  * ```ts
  * HttpServer.serve(appRouter).pipe(
@@ -58,6 +60,7 @@ import type { Broker } from "@effect-channels/core/Broker"
 import type { ChannelBroadcaster } from "@effect-channels/core/ChannelBroadcaster"
 import type { ChannelHandler } from "@effect-channels/core/ChannelHandler"
 import * as ChannelSocket from "@effect-channels/core/ChannelSocket"
+import * as LongPoll from "@effect-channels/core/LongPoll"
 import type * as Etag from "@effect/platform/Etag"
 import type * as HttpPlatform from "@effect/platform/HttpPlatform"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -355,9 +358,14 @@ export function layer(
     return server
   }, listen)
   // Built after the HTTP server, so released before it: the connections are
-  // drained and closed (1001) before the server waits for its sockets to end.
-  const served = Layer.scopedDiscard(Effect.gen(function*() {
-    yield* HttpServer.HttpServer
+  // drained and closed (1001), and the long-poll sessions ended, before the
+  // server waits for its sockets to end. It provides the HTTP server the app
+  // is served with: the app, with each `<path>/longpoll` served in front of it.
+  const served = Layer.scoped(HttpServer.HttpServer, Effect.gen(function*() {
+    const server = yield* HttpServer.HttpServer
+    const socketOptions: ReadonlyArray<ChannelSocket.Options> = sockets === undefined
+      ? [options as Options]
+      : sockets.map((mounted) => mounted.options)
     const channelSockets = sockets === undefined
       ? [yield* ChannelSocket.make(options as Options)]
       : yield* Effect.forEach(sockets, ChannelSocket.makeMounted)
@@ -380,6 +388,20 @@ export function layer(
         for (const handler of handlers.values()) handler.handle = unavailable
       })
     )
+    const longPolls: Array<readonly [`/${string}`, LongPoll.LongPollServer]> = []
+    for (const [index, channelSocket] of channelSockets.entries()) {
+      const longPoll = socketOptions[index]!.longPoll
+      if (longPoll !== false) longPolls.push([channelSocket.path, yield* LongPoll.make(channelSocket, longPoll ?? {})])
+    }
+    if (longPolls.length === 0) return server
+    return HttpServer.make({
+      address: server.address,
+      serve: (app, middleware) =>
+        server.serve(
+          longPolls.reduce((served, [path, longPoll]) => LongPoll.mount(served, path, longPoll), app),
+          middleware as never
+        )
+    })
   }))
   return Layer.provideMerge(served, http)
 }

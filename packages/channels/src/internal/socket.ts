@@ -335,7 +335,7 @@ export const accept = <E, R>(
             connectInfo: admitted.connectInfo,
             id: admitted.connected.id,
             assigns: admitted.connected.assigns ?? {},
-            options
+            options: opened.heartbeats === false ? { ...options, heartbeatTimeout: Duration.infinity } : options
           }, scope, services),
           (connection) => Scope.extend(opened.listen(connection), scope)
         ))

@@ -51,6 +51,12 @@ export interface Listener {
 export interface Opened {
   readonly transport: Transport
   /**
+   * `false` for a transport whose client sends no heartbeats (long-poll): the
+   * connection is then never closed for silence, and the transport ends it
+   * when its client is gone. Default `true`.
+   */
+  readonly heartbeats?: boolean | undefined
+  /**
    * Starts telling `listener` the frames received, in order (those received
    * before the call first), then the close.
    */

@@ -4,10 +4,13 @@
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import WebSocket from "ws"
+import * as LongPoll from "./longPoll.js"
 
 export type V2 = [string | null, string | null, string, string, unknown]
 
 export interface RawClient {
+  readonly kind: "websocket" | "longpoll"
+  /** The WebSocket (a long-poll client has none: reading it throws). */
   readonly ws: WebSocket
   readonly send: (message: V2 | string | Uint8Array) => Effect.Effect<void>
   /** The next frame satisfying the predicate (frames before it are skipped), within `timeout` ms. */
@@ -33,7 +36,40 @@ export class Refused extends Error {
   }
 }
 
+/**
+ * A client of `baseUrl`: a WebSocket for `ws://`, a long-poll session for
+ * `http://` (an auth token offered as a subprotocol then travels in the
+ * `X-Phoenix-AuthToken` header, as the phoenix client sends it; it has no
+ * `ws`, and `closed` is the session gone, with no close code: 0).
+ */
 export const connect = (
+  baseUrl: string,
+  options: ConnectOptions = {}
+): Effect.Effect<RawClient, Refused, Scope.Scope> =>
+  baseUrl.startsWith("http") ? longPoll(baseUrl, options) : websocket(baseUrl, options)
+
+const authTokenPrefix = "base64url.bearer.phx."
+
+const longPoll = (baseUrl: string, options: ConnectOptions): Effect.Effect<RawClient, Refused, Scope.Scope> => {
+  const offered = options.protocols?.find((protocol) => protocol.startsWith(authTokenPrefix))
+  const headers = { ...options.headers }
+  if (offered !== undefined) {
+    headers["x-phoenix-authtoken"] = Buffer.from(offered.slice(authTokenPrefix.length), "base64url").toString("utf8")
+  }
+  return LongPoll.connect(baseUrl, { query: options.query ?? "vsn=2.0.0", headers }).pipe(
+    Effect.mapError((error) => new Refused(error.status)),
+    Effect.map((client): RawClient => ({
+      ...client,
+      kind: "longpoll",
+      get ws(): WebSocket {
+        throw new Error("a long-poll client has no WebSocket")
+      },
+      closed: Effect.as(client.gone, { code: 0, reason: "session gone" })
+    }))
+  )
+}
+
+const websocket = (
   baseUrl: string,
   options: ConnectOptions = {}
 ): Effect.Effect<RawClient, Refused, Scope.Scope> =>
@@ -93,6 +129,7 @@ const make = (ws: WebSocket): RawClient => {
     })
   let heartbeats = 0
   const client: RawClient = {
+    kind: "websocket",
     ws,
     send: (message) =>
       Effect.sync(() => ws.send(typeof message === "string" || message instanceof Uint8Array ? message : JSON.stringify(message))),
@@ -122,6 +159,19 @@ const make = (ws: WebSocket): RawClient => {
   }
   return client
 }
+
+/**
+ * The client goes away: a WebSocket closes with `code`; a long-poll client
+ * stops polling, and its session ends 1.5 poll windows later.
+ */
+export const goAway = (client: RawClient, code = 1000): Effect.Effect<void> =>
+  client.kind === "longpoll"
+    ? (client as unknown as LongPoll.RawLongPollClient).abandon
+    : Effect.sync(() => client.ws.close(code))
+
+/** What `closed` gives for a close with `code` and `reason`: long-poll carries neither, its session is just gone. */
+export const closedAs = (client: RawClient, code: number, reason?: string) =>
+  client.kind === "longpoll" ? { code: 0, reason: "session gone" } : reason === undefined ? { code } : { code, reason }
 
 /** Polls `effect` until `predicate` holds, for at most `timeout` ms. */
 export const eventually = <A>(effect: Effect.Effect<A>, predicate: (a: A) => boolean, timeout = 3000) =>

@@ -15,8 +15,10 @@ import { createServer } from "node:http"
 
 export interface TestServer {
   readonly port: number
-  /** `ws://127.0.0.1:<port>/socket` (append `/websocket`, or give it to the phoenix client). */
+  /** `ws://127.0.0.1:<port>/socket` (append `/websocket`, or give it to the phoenix client); `http://` for "longpoll". */
   readonly socketUrl: string
+  /** `http://127.0.0.1:<port>/socket` (append `/longpoll`). */
+  readonly httpUrl: string
   readonly broadcaster: ChannelBroadcaster.Service
   readonly broker: Broker.Service
 }
@@ -27,9 +29,17 @@ export interface TestServer {
  * server of `NodeWebSocketServer`, "platform" is `ChannelSocket.router` with
  * the portable server of the core package.
  */
-export type Transport = "server" | "route" | "platform"
+export type Transport = "server" | "route" | "platform" | "longpoll"
 
+/** The WebSocket servings. */
 export const transports: ReadonlyArray<Transport> = ["server", "route", "platform"]
+
+/**
+ * The WebSocket servings and long-poll (on `NodeChannelServer`, through the
+ * same accept), for the suites of raw clients: with "longpoll", `socketUrl`
+ * is the `http://` base, and `rawClient.connect` opens a long-poll session.
+ */
+export const rawTransports: ReadonlyArray<Transport> = [...transports, "longpoll"]
 
 /** Serves `handler` at `/socket` for the life of the scope. */
 export const startServer = (
@@ -37,10 +47,15 @@ export const startServer = (
   options: NodeChannelServer.Options & { readonly transport?: Transport } = {}
 ): Effect.Effect<TestServer, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const { transport = "server", ...socketOptions } = options
+    const { transport = "server", ...options_ } = options
+    // A secret, so that the servers do not warn of a generated one (`longPoll: {}` for the default).
+    // Over long-poll, a client that goes away (stops polling) is found 1.5 windows later: a short window.
+    const socketOptions: ChannelSocket.Options = options_.longPoll === undefined
+      ? { ...options_, longPoll: { secret: "test-secret", ...(transport === "longpoll" ? { window: "200 millis" } : {}) } }
+      : options_
     const channels = handler.pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
     const listen = { port: 0, host: "127.0.0.1" }
-    const served = transport === "server"
+    const served = transport === "server" || transport === "longpoll"
       ? HttpServer.serve(HttpRouter.empty).pipe(
         Layer.provideMerge(NodeChannelServer.layer(createServer, listen, socketOptions))
       )
@@ -53,7 +68,8 @@ export const startServer = (
     if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")
     return {
       port: address.port,
-      socketUrl: `ws://127.0.0.1:${address.port}/socket`,
+      socketUrl: `${transport === "longpoll" ? "http" : "ws"}://127.0.0.1:${address.port}/socket`,
+      httpUrl: `http://127.0.0.1:${address.port}/socket`,
       broadcaster: Context.get(context, ChannelBroadcaster.ChannelBroadcaster),
       broker: Context.get(context, Broker.Broker)
     }
