@@ -18,7 +18,7 @@ const shardSubscribers = (url: string, channel: string) => {
   return Number(out.split("\n")[1])
 }
 
-describe("Redis Cluster, sharded pub/sub", () => {
+describe("Redis Cluster", () => {
   it.scopedLive("broadcasts cross nodes through SSUBSCRIBE/SPUBLISH on the shard of each topic", () =>
     Effect.gen(function*() {
       const masters = yield* redisCluster
@@ -55,5 +55,15 @@ describe("Redis Cluster, sharded pub/sub", () => {
       yield* eventually(() => shouts(receivers[0]!.seen).length === 11, "the broadcaster's shout")
       // The cluster-wide count works on a cluster too (its keys share one slot).
       yield* until(b.cluster.connected, (count) => count === 24, "24 connections in the cluster")
+
+      // Classic pub/sub on the same cluster (sharded: false): the cluster bus carries it to every master.
+      const classic = { ...options, cluster: { nodes: masters, sharded: false }, prefix: Node.uniquePrefix("classic") }
+      const c = yield* Node.start(classic)
+      const d = yield* Node.start(classic)
+      const onC = yield* member(c, "rooms:classic")
+      const onD = yield* member(d, "rooms:classic")
+      for (let n = 0; n < 10; n++) onC.channel.push("shout", { n })
+      yield* eventually(() => shouts(onD.seen).length === 10, "10 classic shouts on d", 10_000)
+      expect(shouts(onD.seen)).toEqual(Array.from({ length: 10 }, (_, n) => ({ n })))
     }), 60_000)
 })

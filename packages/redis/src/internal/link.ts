@@ -21,8 +21,6 @@ export interface Link {
   readonly publish: (channel: string, frame: Buffer) => Promise<unknown>
   readonly subscribe: (channel: string) => Promise<unknown>
   readonly unsubscribe: (channel: string) => Promise<unknown>
-  /** Whether subscriptions survive a reconnect without `onReconnect` (ioredis's cluster resubscribes itself). */
-  readonly resubscribes: boolean
   /** Runs the heartbeat or cluster-count script (keys in one slot). */
   readonly script: (name: "heartbeat" | "count" | "goodbye", keys: Array<string>, args: Array<string>) => Promise<unknown>
   /** Resolves when the connections are ready, the first time. */
@@ -33,7 +31,10 @@ export interface Link {
 /** @internal */
 export interface Handlers {
   readonly message: (frame: Buffer) => void
-  /** The subscriber connection is ready (again): subscribe every channel. */
+  /**
+   * The subscriber connection is ready (again): subscribe every channel.
+   * Called on a single server only; ioredis's `Cluster` resubscribes itself.
+   */
   readonly reconnected: () => void
   readonly error: (error: Error) => void
 }
@@ -122,8 +123,7 @@ export const standalone = (url: string, name: string, handlers: Handlers): Link 
     autoResubscribe: false,
     maxRetriesPerRequest: 0,
     retryStrategy,
-    connectionName: name,
-    lazyConnect: false
+    connectionName: name
   } as const
   const commands = new Redis(url, options)
   const subscriber = new Redis(url, options)
@@ -139,7 +139,6 @@ export const standalone = (url: string, name: string, handlers: Handlers): Link 
     publish: (channel, frame) => commands.publish(channel, frame),
     subscribe: (channel) => subscriber.subscribe(channel),
     unsubscribe: (channel) => subscriber.unsubscribe(channel),
-    resubscribes: false,
     script: (name, keys, args) => scripted[name](...keys, ...args),
     ready: Promise.all([onceReady(commands), onceReady(subscriber)]).then(() => undefined),
     close: () => Promise.all([closeClient(commands), closeClient(subscriber)]).then(() => undefined)
@@ -153,7 +152,7 @@ export const cluster = (
   name: string,
   handlers: Handlers
 ): Link => {
-  const client = new Cluster(nodes.map((node) => node), {
+  const client = new Cluster([...nodes], {
     enableOfflineQueue: false,
     shardedSubscribers: sharded,
     clusterRetryStrategy: retryStrategy,
@@ -178,16 +177,28 @@ export const cluster = (
     }
     return open
   }
+  // A classic PUBLISH has no key, and ioredis sends each to a random master:
+  // two in a row could take two connections and arrive out of order. So one
+  // open master connection carries them all, while it stays open.
+  let publisher: Redis | undefined
+  const classicPublisher = () => {
+    if (publisher?.status !== "ready") publisher = client.nodes("master").find((node) => node.status === "ready")
+    return publisher
+  }
   const ready = onceReady(client).then(() =>
     Promise.all(client.nodes("master").map((node) => node.ping().catch(ignore))).then(() => undefined)
   )
   client.on(sharded ? "smessageBuffer" : "messageBuffer", (_channel: Buffer, frame: Buffer) => handlers.message(frame))
   return {
-    writable: () => client.status === "ready" && mastersOpen(),
-    publish: sharded ? (channel, frame) => client.spublish(channel, frame) : (channel, frame) => client.publish(channel, frame),
+    writable: () => client.status === "ready" && (sharded ? mastersOpen() : classicPublisher() !== undefined),
+    publish: sharded
+      ? (channel, frame) => client.spublish(channel, frame)
+      : (channel, frame) => {
+        const node = classicPublisher()
+        return node === undefined ? Promise.reject(new Error("no master connection open")) : node.publish(channel, frame)
+      },
     subscribe: sharded ? (channel) => client.ssubscribe(channel) : (channel) => client.subscribe(channel),
     unsubscribe: sharded ? (channel) => client.sunsubscribe(channel) : (channel) => client.unsubscribe(channel),
-    resubscribes: true,
     script: (name, keys, args) => scripted[name](...keys, ...args),
     ready,
     close: () => closeClient(client)
