@@ -5,10 +5,12 @@
  * `Content-Length`, else 411), the chat page at `/` with its icon
  * (`/favicon.svg`, also answered at `/favicon.ico`, where browsers and tools
  * look without a link), and `GET /metrics` (Prometheus' text format) unless
- * metrics are off.
+ * metrics are off. With a Redis URL, the node joins the others on that
+ * Redis: broadcasts and `PUT /broadcast` reach every node's members.
  */
 import { ChannelBroadcaster, ChannelMetrics, type ChannelSocket } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
+import { ClusterConnections, RedisBroker, RedisPresence } from "@effect-channels/redis"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import type { ServeError } from "@effect/platform/HttpServerError"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -16,6 +18,7 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { readFileSync } from "node:fs"
@@ -56,7 +59,12 @@ const postToLobby = Effect.gen(function*() {
   const message = yield* HttpServerRequest.schemaBodyJson(PostedMessage)
   const broadcaster = yield* ChannelBroadcaster.ChannelBroadcaster
   yield* broadcaster.broadcast(LobbyChannel.lobby, "new:msg", message)
-  return yield* HttpServerResponse.json({ connected: yield* broadcaster.connected })
+  const connected = yield* broadcaster.connected
+  const cluster = yield* Effect.serviceOption(ClusterConnections.ClusterConnections)
+  if (Option.isNone(cluster)) return yield* HttpServerResponse.json({ connected })
+  // The cluster-wide count, unless Redis is down right now.
+  const clusterConnected = yield* Effect.option(cluster.value.connected)
+  return yield* HttpServerResponse.json({ connected, clusterConnected: Option.getOrNull(clusterConnected) })
 }).pipe(
   Effect.catchTags({
     ParseError: (error) => HttpServerResponse.json({ error: error.message }, { status: 400 }),
@@ -103,9 +111,27 @@ export class ChatHttpServer extends Http.Server {
   }
 }
 
-/** The channels of the chat: the lobby, over the in-process broker. */
-export const channels = (options: LobbyChannel.Options = {}) =>
-  LobbyChannel.layerWith(options).pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
+export interface ChannelsOptions extends LobbyChannel.Options {
+  /** A Redis to join the other nodes on (`redis://127.0.0.1:6379`); none: this process alone. */
+  readonly redisUrl?: string | undefined
+  /** The prefix of the chat's Redis channels and keys (default `chat`): the nodes of one chat share it. */
+  readonly redisPrefix?: string | undefined
+}
+
+/**
+ * The channels of the chat: the lobby and its presence, in this process; or,
+ * with `redisUrl`, over Redis: broadcasts through `RedisBroker`, presence
+ * replicated by `RedisPresence`, so that the nodes are one chat.
+ */
+export const channels = (options: ChannelsOptions = {}) => {
+  if (options.redisUrl === undefined) {
+    return LobbyChannel.layerWith(options).pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
+  }
+  const redis = { url: options.redisUrl, prefix: options.redisPrefix ?? "chat" }
+  return LobbyChannel.layerWith(options, RedisPresence.layerPresence(redis)).pipe(
+    Layer.provideMerge(RedisBroker.layerBroadcaster(redis))
+  )
+}
 
 /** The server could not listen: the address, and why (`EADDRINUSE`, `EACCES`, ...). */
 export class ListenError extends Data.TaggedError("ListenError")<{
@@ -124,7 +150,7 @@ const listenError = (host: string, port: number) => (error: ServeError) => {
   return new ListenError({ host, port, code })
 }
 
-export interface Options extends LobbyChannel.Options {
+export interface Options extends ChannelsOptions {
   readonly host: string
   readonly port: number
   /** Whether effect-channels records metrics, served at `GET /metrics` (default true). */

@@ -17,7 +17,7 @@
  * - `new:msg` is re-broadcast to every member, the sender included; `ping`
  *   is answered with its own payload.
  */
-import { type ChannelConn, ChannelEvent, ChannelHandler, Presence } from "@effect-channels/core"
+import { type Broker, type ChannelConn, ChannelEvent, ChannelHandler, Presence } from "@effect-channels/core"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -105,8 +105,10 @@ export const makeHooks = (options: Options = {}): ChannelHandler.Hooks<Presence.
   }
 })
 
-/** The lobby, with its presence; needs a `Broker`. */
-export const layerWith = (options: Options) =>
-  ChannelHandler.layer(makeHooks(options)).pipe(Layer.provide(Presence.layer()))
+/** The lobby, with its presence (this process's, unless another is given); needs a `Broker`. */
+export const layerWith = <E = never, R = never>(
+  options: Options,
+  presence: Layer.Layer<Presence.Presence, E, R | Broker.Broker> = Presence.layer()
+) => ChannelHandler.layer(makeHooks(options)).pipe(Layer.provide(presence))
 
 export const layer = layerWith({})

@@ -10,6 +10,10 @@
  * - `CHAT_INTERCEPT`: `true` sends `new:msg` through `handleOut` (the benchmark's cost of `intercept`).
  * - `CHAT_METRICS`: `false` turns off metrics (and `GET /metrics`).
  * - `CHAT_TRACES`: where spans go: `none` (default), `console` or `discard`.
+ * - `REDIS_URL`: a Redis to join the other nodes on (one chat across
+ *   processes); none (default): this process alone, no Redis needed.
+ * - `REDIS_PREFIX`: the prefix of the chat's Redis channels and keys
+ *   (default `chat`): nodes with the same one are one chat.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Config from "effect/Config"
@@ -17,7 +21,9 @@ import * as ConfigError from "effect/ConfigError"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Option from "effect/Option"
 import * as Layer from "effect/Layer"
+import type { RedisBroker, RedisPresence } from "@effect-channels/redis"
 import * as ChatServer from "./ChatServer.js"
 import * as Telemetry from "./Telemetry.js"
 
@@ -33,6 +39,8 @@ const port = Config.string("PORT").pipe(
 const settings = Config.all({
   port,
   host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1")),
+  redisPrefix: Config.string("REDIS_PREFIX").pipe(Config.withDefault("chat")),
+  redisUrl: Config.map(Config.option(Config.string("REDIS_URL")), (url) => Option.getOrUndefined(Option.filter(url, (value) => value !== ""))),
   announceJoins: Config.map(Config.string("CHAT_ANNOUNCE_JOINS").pipe(Config.withDefault("true")), (value) => value !== "false"),
   logLevel: Config.map(
     Config.string("CHAT_LOG_LEVEL").pipe(Config.withDefault("true")),
@@ -51,8 +59,14 @@ const settings = Config.all({
 })
 
 /** The one line that says what is wrong. */
-const describe = (error: ConfigError.ConfigError | ChatServer.ListenError): string =>
-  error._tag === "ListenError"
+const describe = (
+  error:
+    | ConfigError.ConfigError
+    | ChatServer.ListenError
+    | RedisBroker.RedisBrokerConfigError
+    | RedisPresence.RedisPresenceError
+): string =>
+  error._tag === "ListenError" || error._tag === "RedisBrokerConfigError" || error._tag === "RedisPresenceError"
     ? error.message
     : ConfigError.reduceWithContext(error, undefined, {
       andCase: (_, left, right) => [left, right].join("; "),

@@ -38,6 +38,14 @@ describe.concurrent("the chat's settings", () => {
     expect(stderr.trim()).toBe("chat: CHAT_TRACES must be none, console or discard, got \"loud\"")
   }, 30_000)
 
+  it("REDIS_URL must be a redis:// URL", async () => {
+    const { code, stderr } = await runChat({ PORT: "0", REDIS_URL: "http://127.0.0.1:6379" })
+    expect(code).toBe(1)
+    expect(stderr.trim()).toBe(
+      "chat: invalid RedisBroker options: url must be a redis:// or rediss:// URL with a host, got \"http://127.0.0.1:6379\""
+    )
+  }, 30_000)
+
   it("a port in use is one line with the address and the reason", async () => {
     const blocker = createServer()
     await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve))

@@ -1,8 +1,14 @@
 /**
- * effect-channels on several nodes, over Redis.
+ * Several effect-channels nodes on Redis: broadcasts, socket disconnects and
+ * counts across nodes (`RedisBroker`, `ClusterConnections`), and presence
+ * replicated between them (`RedisPresence`).
  *
  * @since 0.1.0
  */
 
+/** @since 0.1.0 */
+export * as ClusterConnections from "./ClusterConnections.js"
+/** @since 0.1.0 */
+export * as RedisBroker from "./RedisBroker.js"
 /** @since 0.1.0 */
 export * as RedisPresence from "./RedisPresence.js"

@@ -1,0 +1,49 @@
+/**
+ * The format between nodes, on its own: what goes in comes out, and what a
+ * node cannot read is refused with a reason rather than misread.
+ */
+import { Broker, Message } from "@effect-channels/core"
+import { describe, expect, it } from "vitest"
+import * as Codec from "../src/internal/codec.js"
+
+const envelope = (payload: unknown, except?: string) =>
+  new Broker.Envelope(Message.broadcast("rooms:été ✓", "new:msg", payload), except)
+
+describe("the format between nodes", () => {
+  it("carries topic, event, JSON payload and except, with the origin node", () => {
+    const frame = Codec.encode("node-1", envelope({ body: "héllo", n: [1, null, true] }, "abc.42"))
+    expect(frame[0]).toBe(Codec.version)
+    const decoded = Codec.decode(frame, "node-2")
+    if (decoded === undefined || typeof decoded === "string") return expect.fail(String(decoded))
+    expect(decoded.node).toBe("node-1")
+    expect(decoded.envelope.except).toBe("abc.42")
+    expect(decoded.envelope.message).toEqual(Message.broadcast("rooms:été ✓", "new:msg", { body: "héllo", n: [1, null, true] }))
+  })
+
+  it("carries a binary payload byte for byte, from a view into a larger buffer", () => {
+    const backing = Uint8Array.from({ length: 300 }, (_, i) => 255 - (i % 256))
+    const view = backing.subarray(10, 266)
+    const decoded = Codec.decode(Codec.encode("n", envelope(view)), "other")
+    if (decoded === undefined || typeof decoded === "string") return expect.fail(String(decoded))
+    expect(decoded.envelope.message.payload).toBeInstanceOf(Uint8Array)
+    expect(Array.from(decoded.envelope.message.payload as Uint8Array)).toEqual(Array.from(view))
+    expect(decoded.envelope.except).toBeUndefined()
+  })
+
+  it("skips a node's own frames, refuses other versions and truncated frames", () => {
+    const frame = Codec.encode("self", envelope({}))
+    expect(Codec.decode(frame, "self")).toBeUndefined()
+    const otherVersion = Buffer.from(frame)
+    otherVersion[0] = 2
+    expect(Codec.decode(otherVersion, "x")).toBe("unknown version 2")
+    expect(Codec.decode(frame.subarray(0, 12), "x")).toBe("truncated frame")
+    expect(Codec.decode(Buffer.alloc(0), "x")).toBe("truncated frame")
+  })
+
+  it("refuses a payload JSON cannot carry, and writes undefined as null", () => {
+    expect(() => Codec.encode("n", envelope({ big: 1n }))).toThrow(Codec.Unencodable)
+    const decoded = Codec.decode(Codec.encode("n", envelope(undefined)), "x")
+    if (decoded === undefined || typeof decoded === "string") return expect.fail(String(decoded))
+    expect(decoded.envelope.message.payload).toBeNull()
+  })
+})
