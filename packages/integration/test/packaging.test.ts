@@ -20,7 +20,7 @@ import * as Client from "./utils/phoenixClient.js"
 const run = promisify(execFile)
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..")
 const fixture = join(root, "packages", "integration", "fixtures", "consumer")
-const published = ["channels", "node"]
+const published = ["channels", "node", "redis"]
 
 /** The install line of the README, for the Effect 3 line. */
 const installLine = ["effect@^3.22", "@effect/platform@^0.97", "@effect/platform-node@^0.108"]
@@ -80,7 +80,7 @@ describe("the packages, installed from their tarballs", () => {
   it.live("install, type-check under nodenext, node16 and bundler, build, run with node, and serve phoenix clients", () =>
     Effect.gen(function*() {
       yield* Effect.promise(async () => {
-        await sh("pnpm", ["--filter", "@effect-channels/core", "--filter", "@effect-channels/node", "build"], root)
+        await sh("pnpm", ["--filter", "@effect-channels/core", "--filter", "@effect-channels/node", "--filter", "@effect-channels/redis", "build"], root)
         const packs = join(workdir, "packs")
         for (const name of published) {
           await sh("pnpm", ["pack", "--pack-destination", packs], join(root, "packages", name))
@@ -98,6 +98,8 @@ describe("the packages, installed from their tarballs", () => {
       expect(Object.keys(core.dependencies ?? {})).toEqual([])
       expect(Object.keys(core.peerDependencies).sort()).toEqual(["@effect/platform", "effect"])
       expect(Object.keys(node.dependencies).sort()).toEqual(["@types/ws", "ws"])
+      const redis = JSON.parse(readFileSync(join(app, "node_modules/@effect-channels/redis/package.json"), "utf8"))
+      expect(Object.keys(redis.dependencies).sort()).toEqual(["ioredis"])
       const shipped = readdirSync(join(app, "node_modules/@effect-channels/core")).sort()
       expect(shipped).toEqual(["LICENSE", "README.md", "dist", "package.json", "src"])
 
