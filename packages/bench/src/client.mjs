@@ -16,7 +16,9 @@ export const protocols = {
       }
     },
     push: (ws, event, payload, ref) => ws.send(JSON.stringify(["1", String(ref), lobby, event, payload])),
-    isBroadcast: (text) => text.startsWith('[null,null,"rooms:lobby","new:msg"'),
+    // A broadcast, or (intercepted by the channel, through `handleOut`) a push with the join ref.
+    isBroadcast: (text) =>
+      text.startsWith('[null,null,"rooms:lobby","new:msg"') || text.startsWith('["1",null,"rooms:lobby","new:msg"'),
     broadcastPayload: (text) => JSON.parse(text)[4],
     replyRef: (text) => {
       if (!text.includes('"phx_reply"')) return undefined
