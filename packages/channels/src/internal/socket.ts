@@ -18,7 +18,7 @@ import * as Serializer from "../protocol/Serializer.js"
 import * as Connection from "../runtime/Connection.js"
 import type { Opened } from "../transport/Transport.js"
 import type { FilterParameters, LogLevelOption } from "./logging.js"
-import { defaultFilterParameters, filterParams, resolveLogLevels } from "./logging.js"
+import { defaultFilterParameters, filterParams, formatDuration, resolveLogLevels } from "./logging.js"
 import type { Telemetry } from "./metrics.js"
 import { connectSpan } from "./metrics.js"
 
@@ -201,11 +201,6 @@ const peerOf = (request: Request): Option.Option<Peer> =>
 const serializerName = (serializer: Serializer.Serializer) =>
   serializer.vsn === "1.0.0" ? "V1.JSONSerializer" : "V2.JSONSerializer"
 
-const formatDuration = (nanos: bigint) => {
-  const micros = Number(nanos / 1000n)
-  return micros > 1000 ? `${Math.round(micros / 1000)}ms` : `${micros}µs`
-}
-
 /**
  * The connect log, as Phoenix writes it: the result, the socket, the time
  * `connect` took, the transport, the serializer and the parameters (with
@@ -223,7 +218,7 @@ const logConnect = (
   if (level === undefined) return Effect.void
   const params = filterParams(Object.fromEntries(url.searchParams), options.filterParameters)
   const serializerLabel = serializerName(serializer)
-  const duration = formatDuration(nanos)
+  const duration = formatDuration(Number(nanos) / 1e6)
   return Effect.logWithLevel(
     level,
     `${result === "ok" ? "CONNECTED TO" : "REFUSED CONNECTION TO"} ${options.path} in ${duration}\n` +
