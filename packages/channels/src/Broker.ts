@@ -29,7 +29,7 @@ import * as Layer from "effect/Layer"
 import type * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as internal from "./internal/localBroker.js"
-import { byteLength } from "./internal/metrics.js"
+import { byteLength } from "./internal/frameSize.js"
 import type { Broadcast, Frame } from "./protocol/Message.js"
 import type { Serializer, UnencodableMessage } from "./protocol/Serializer.js"
 

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as LogLevel from "effect/LogLevel"
-import { filterParams, resolveLogLevels } from "../src/internal/logging.js"
+import { filterParams, formatDuration, resolveLogLevels } from "../src/internal/logging.js"
 
 describe("filterParams", () => {
   it("hides the value of every key containing a filtered string, at any depth, in arrays too", () => {
@@ -49,5 +49,14 @@ describe("resolveLogLevels", () => {
     expect(resolveLogLevels("Warning")).toEqual({ connect: LogLevel.Warning, join: LogLevel.Warning, event: LogLevel.Debug })
     expect(resolveLogLevels(false)).toEqual({ connect: undefined, join: undefined, event: undefined })
     expect(resolveLogLevels({ join: false, event: "Info" })).toEqual({ connect: LogLevel.Info, join: undefined, event: LogLevel.Info })
+  })
+})
+
+describe("formatDuration", () => {
+  it("prints as Phoenix does, for connect, join and event logs alike: µs up to a millisecond, then ms", () => {
+    expect(formatDuration(0.065)).toBe("65µs")
+    expect(formatDuration(1)).toBe("1000µs")
+    expect(formatDuration(1.2)).toBe("1ms")
+    expect(formatDuration(12.6)).toBe("13ms")
   })
 })

@@ -13,12 +13,14 @@ import { ChannelHandler } from "@effect-channels/core"
 import { describe, expect, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import * as HashMap from "effect/HashMap"
 import * as HashSet from "effect/HashSet"
 import * as Logger from "effect/Logger"
+import * as Scope from "effect/Scope"
 import * as Supervisor from "effect/Supervisor"
 import * as TestClock from "effect/TestClock"
 import type { Socket } from "node:net"
@@ -220,6 +222,30 @@ describe.each(rawTransports)("lifecycle over %s", (transport) => {
       expect(log.filter((line) => line.includes("bob"))).toEqual([])
       yield* echoes(other, "still-here")
     }))
+
+  it.scopedLive("a connection ended during a join ends what the join started: its scope closes, its subscription goes", () =>
+    Effect.gen(function*() {
+      const joining = yield* Deferred.make<void>()
+      const scopeClosed = yield* Deferred.make<void>()
+      const handler = ChannelHandler.layer({
+        join: (conn) =>
+          Effect.zipRight(
+            Scope.addFinalizer(conn.scope, Deferred.succeed(scopeClosed, undefined)),
+            Effect.zipRight(Deferred.succeed(joining, undefined), Effect.never)
+          )
+      })
+      const serverScope = yield* Scope.make()
+      const server = yield* Scope.extend(startServer(handler, { transport, logLevel: false }), serverScope)
+      const client = yield* connect(server.socketUrl)
+      yield* client.send(["1", "1", "room:slow", "phx_join", {}])
+      yield* Deferred.await(joining)
+      expect(yield* server.broker.subscribers("room:slow")).toBe(1)
+      yield* Scope.close(serverScope, Exit.void)
+      yield* Deferred.await(scopeClosed).pipe(
+        Effect.timeoutFail({ duration: 5000, onTimeout: () => new Error("the channel's scope was not closed") })
+      )
+      expect(yield* server.broker.subscribers("room:slow")).toBe(0)
+    }), 30_000)
 
   it.scopedLive("no fiber started for the connection outlives it; its channels' fibers are interrupted by the close", () =>
     Effect.gen(function*() {

@@ -47,7 +47,11 @@ const Rooms = ChannelRouter.layer({
         ? Effect.die(new Error("join died"))
         : Effect.succeed(event.topic === "room:no" ? conn.refuseJoin({ reason: "no" }) : conn.allowJoin()),
     incoming: (conn, event) =>
-      event.event === "ping" ? conn.reply(event, "ok", event.payload) : conn.broadcast(event.event, event.payload)
+      event.event === "ping"
+        ? conn.reply(event, "ok", event.payload)
+        : event.event === "die"
+        ? Effect.die(new Error("event died"))
+        : conn.broadcast(event.event, event.payload)
   },
   "lobby": {
     join: (conn) =>
@@ -98,6 +102,26 @@ describe("metrics", () => {
       expect(yield* channels).toBe(1)
       yield* client.send(["1", "5", "room:ok", "phx_leave", {}])
       yield* client.next((m) => m[1] === "5")
+      yield* eventually(channels, (n) => n === 0)
+    }))
+
+  it.scopedLive("joined channels go back down on every end: a duplicate join, a crash, a leave, a disconnect", () =>
+    Effect.gen(function*() {
+      const server = yield* startServer(Rooms)
+      const channels = yield* delta(joined("room:*"))
+      const client = yield* connect(server.socketUrl)
+      yield* join(client, "room:a", "1")
+      yield* join(client, "room:a", "2")
+      yield* join(client, "room:b", "3")
+      yield* join(client, "room:c", "4")
+      yield* join(client, "room:d", "5")
+      expect(yield* channels).toBe(4)
+      yield* client.send(["3", "6", "room:b", "die", {}])
+      yield* client.next((m) => m[2] === "room:b" && m[3] === "phx_error")
+      yield* client.send(["4", "7", "room:c", "phx_leave", {}])
+      yield* client.next((m) => m[1] === "7")
+      yield* eventually(channels, (n) => n === 2)
+      client.ws.terminate()
       yield* eventually(channels, (n) => n === 0)
     }))
 

@@ -25,6 +25,7 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import { createServer } from "node:http"
 import { attemptUpgrade } from "./utils/http.js"
+import * as LongPoll from "./utils/longPoll.js"
 import { join, socket } from "./utils/phoenixClient.js"
 import { connect, eventually, Refused } from "./utils/rawClient.js"
 import { startServer, type Transport, transports } from "./utils/server.js"
@@ -277,6 +278,20 @@ describe.each(transports)("several sockets over %s", (transport) => {
       // One broadcaster for the server: every socket's connections count.
       yield* eventually(server.broadcaster.connected, (n) => n >= 3)
     }))
+
+  it.scopedLive("each mounted socket serves its own long-poll endpoint, with its own handler", () =>
+    Effect.gen(function*() {
+      const longPoll = { secret: "test-secret" }
+      const server = yield* startSockets(transport, [
+        ChannelSocket.mount(named("users").layer, { path: "/socket", logLevel: false, longPoll }),
+        ChannelSocket.mount(named("live").layer, { path: "/live", logLevel: false, longPoll })
+      ], Layer.succeed(Greeting, { text: "" }))
+      const base = `http://127.0.0.1:${server.port}`
+      const [, live] = yield* join(yield* LongPoll.socket(`${base}/live`), "room:1", {}, 10_000)
+      expect(live).toEqual({ socket: "live" })
+      const [, users] = yield* join(yield* LongPoll.socket(`${base}/socket`), "room:1", {}, 10_000)
+      expect(users).toEqual({ socket: "users" })
+    }), 30_000)
 
   it.scopedLive("two sockets at one path are refused when the server is built", () =>
     Effect.gen(function*() {

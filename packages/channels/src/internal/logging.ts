@@ -88,9 +88,11 @@ const keepValues = (value: unknown, keep: ReadonlyArray<string>): unknown => {
   return out
 }
 
-/** A duration as Phoenix prints it: µs under a millisecond, else ms. @internal */
-export const formatDuration = (millis: number): string =>
-  millis < 1 ? `${Math.round(millis * 1000)}µs` : `${Math.round(millis)}ms`
+/** A duration as Phoenix prints it: µs up to a millisecond, else ms. @internal */
+export const formatDuration = (millis: number): string => {
+  const micros = Math.round(millis * 1000)
+  return micros > 1000 ? `${Math.round(micros / 1000)}ms` : `${micros}µs`
+}
 
 /** The filtered params, as the `Parameters:` line of a log. @internal */
 export const parametersLine = (params: unknown, filter: FilterParameters): string => {

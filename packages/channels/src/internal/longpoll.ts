@@ -4,8 +4,6 @@
  * runtime, on a transport that queues what the runtime writes until the
  * client's next poll takes it, and feeds the runtime the lines of the
  * client's POSTs.
- *
- * @internal
  */
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"

@@ -29,6 +29,7 @@ import type * as Tracer from "effect/Tracer"
 import type { Envelope } from "../Broker.js"
 import type { Frame } from "../protocol/Message.js"
 import type { Serializer } from "../protocol/Serializer.js"
+import { byteLength } from "./frameSize.js"
 
 /** The names of the metrics, as exported (a Prometheus exporter adds `_total` to counters). */
 export const names = {
@@ -107,18 +108,6 @@ export const unmatched = "(unmatched)"
 
 /** The label value of a plain handler's channels, which serves every topic. @internal */
 export const anyTopic = "*"
-
-/** The UTF-8 length of a frame: a string is counted unit by unit only past ASCII. */
-/** @internal */
-export const byteLength = (frame: Frame): number => {
-  if (typeof frame !== "string") return frame.byteLength
-  let bytes = frame.length
-  for (let i = 0; i < frame.length; i++) {
-    const unit = frame.charCodeAt(i)
-    if (unit >= 0x80) bytes += unit < 0x800 || (unit >= 0xd800 && unit <= 0xdfff) ? 1 : 2
-  }
-  return bytes
-}
 
 /**
  * What a connection records. One instance per socket (or a no-op one when

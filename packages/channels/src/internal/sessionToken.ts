@@ -3,8 +3,6 @@
  * base64url, signed with the Web Crypto API (no platform dependency). A
  * token names its session and when it was issued, nothing else: what the
  * session holds stays on the server.
- *
- * @internal
  */
 import * as Effect from "effect/Effect"
 

@@ -14,54 +14,16 @@ import type { ChannelBroadcaster } from "../ChannelBroadcaster.js"
 import type { ConnectInfo, Peer, Uri } from "../ChannelConn.js"
 import type { Connected, ConnectRefused } from "../ChannelHandler.js"
 import { ChannelHandler, isConnectRefused } from "../ChannelHandler.js"
+import type { CheckOrigin, ConnectRequest, KeptHeaders, Options } from "../ChannelSocket.js"
 import * as Serializer from "../protocol/Serializer.js"
 import * as Connection from "../runtime/Connection.js"
 import type { Opened } from "../transport/Transport.js"
-import type { FilterParameters, LogLevelOption } from "./logging.js"
-import { defaultFilterParameters, filterParams, resolveLogLevels } from "./logging.js"
+import { defaultFilterParameters, filterParams, formatDuration, resolveLogLevels } from "./logging.js"
 import type { Telemetry } from "./metrics.js"
 import { connectSpan } from "./metrics.js"
 
-/** @internal */
-export type CheckOrigin =
-  | boolean
-  | ReadonlyArray<string>
-  | ((origin: string, request: Request) => boolean)
-
 /** What admission reads of a request. @internal */
-export interface Request {
-  readonly transport: ConnectInfo["transport"]
-  readonly url: string
-  readonly headers: Readonly<Record<string, string | undefined>>
-  readonly remoteAddress: Option.Option<string>
-  readonly remotePort?: number | undefined
-  readonly scheme?: "http" | "https" | undefined
-  readonly authToken: Option.Option<string>
-}
-
-/** What a connection keeps of its request's headers, as the public `ChannelSocket.KeptHeaders`. @internal */
-export interface KeptHeaders {
-  readonly xHeaders?: boolean | undefined
-  readonly userAgent?: boolean | undefined
-  readonly traceContextHeaders?: boolean | undefined
-  readonly headers?: ReadonlyArray<string> | undefined
-}
-
-/** The options a socket is mounted with, as the public `ChannelSocket.Options`. @internal */
-export interface Options {
-  readonly path?: `/${string}` | undefined
-  readonly heartbeatTimeout?: Duration.DurationInput | undefined
-  readonly checkOrigin?: CheckOrigin | undefined
-  readonly maxFrameSize?: number | undefined
-  readonly maxNestingDepth?: number | undefined
-  readonly maxOutboundSize?: number | undefined
-  readonly maxChannels?: number | undefined
-  readonly outboundBufferLimit?: number | undefined
-  readonly inboundQueueLimit?: number | undefined
-  readonly connectInfo?: KeptHeaders | undefined
-  readonly logLevel?: LogLevelOption | undefined
-  readonly filterParameters?: FilterParameters | undefined
-}
+export type Request = ConnectRequest
 
 /** @internal */
 export interface Resolved extends Connection.Options {
@@ -201,11 +163,6 @@ const peerOf = (request: Request): Option.Option<Peer> =>
 const serializerName = (serializer: Serializer.Serializer) =>
   serializer.vsn === "1.0.0" ? "V1.JSONSerializer" : "V2.JSONSerializer"
 
-const formatDuration = (nanos: bigint) => {
-  const micros = Number(nanos / 1000n)
-  return micros > 1000 ? `${Math.round(micros / 1000)}ms` : `${micros}µs`
-}
-
 /**
  * The connect log, as Phoenix writes it: the result, the socket, the time
  * `connect` took, the transport, the serializer and the parameters (with
@@ -223,7 +180,7 @@ const logConnect = (
   if (level === undefined) return Effect.void
   const params = filterParams(Object.fromEntries(url.searchParams), options.filterParameters)
   const serializerLabel = serializerName(serializer)
-  const duration = formatDuration(nanos)
+  const duration = formatDuration(Number(nanos) / 1e6)
   return Effect.logWithLevel(
     level,
     `${result === "ok" ? "CONNECTED TO" : "REFUSED CONNECTION TO"} ${options.path} in ${duration}\n` +

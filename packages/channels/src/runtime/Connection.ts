@@ -850,11 +850,22 @@ class ConnectionImpl implements Connection, Registration {
       const start = performance.now()
       // Subscribed before `join` runs, so that every broadcast published after
       // the hook read something (a presence state) reaches the client, after
-      // the pushes made during `join`.
-      yield* connection.broker.subscribe(topic, channel)
-      const exit = yield* Effect.exit(hooks.join(channel, toEvent(message)))
+      // the pushes made during `join`. Only the hook is interruptible: once
+      // subscribed, the channel is held by the connection (whose finalizer
+      // ends it) or released, even when the connection ends during `join`.
+      const exit = yield* Effect.uninterruptibleMask((restore) =>
+        Effect.zipRight(
+          connection.broker.subscribe(topic, channel),
+          Effect.flatMap(Effect.exit(restore(hooks.join(channel, toEvent(message)))), (exit) => {
+            if (Exit.isFailure(exit) || exit.value._tag === "Refuse") return Effect.as(connection.release(channel), exit)
+            connection.channels.set(topic, channel)
+            channel.phase = Phase.Allowed
+            connection.telemetry.recorder.channelJoined(pattern)
+            return Effect.succeed(exit)
+          })
+        )
+      )
       if (Exit.isFailure(exit) || exit.value._tag === "Refuse") {
-        yield* connection.release(channel)
         yield* connection.logJoin(message, "REFUSED JOIN", start)
         if (Exit.isSuccess(exit)) {
           yield* connection.joinResult("refused", pattern)
@@ -873,9 +884,6 @@ class ConnectionImpl implements Connection, Registration {
         yield* connection.joinResult("crashed", pattern)
         return yield* connection.sendError(message, message.joinRef, { reason: "join crashed" })
       }
-      connection.channels.set(topic, channel)
-      channel.phase = Phase.Allowed
-      connection.telemetry.recorder.channelJoined(pattern)
       yield* connection.joinResult("allowed", pattern)
       yield* connection.logJoin(message, "JOINED", start)
       yield* connection.send(Msg.reply(message.joinRef, message.ref, topic, "ok", exit.value.response))
