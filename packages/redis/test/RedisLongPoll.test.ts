@@ -242,4 +242,36 @@ describe("RedisLongPoll", () => {
       expect(yield* push(lpChannel, "echo", { n: "after" }, 8000)).toEqual(["ok", { n: "after" }])
       expect(proxy.served.slice(before).every((served) => served.startsWith(`${b.port} `))).toBe(true)
     }), 60_000)
+
+  it.scopedLive("a relayed poll whose client goes away is cancelled on the owner: it takes no messages", () =>
+    Effect.gen(function*() {
+      const prefix = uniquePrefix("lp-cancel")
+      const a = yield* startNode(prefix)
+      const b = yield* startNode(prefix)
+      const endpoint = (node: Node) => `http://127.0.0.1:${node.port}/socket/longpoll?vsn=2.0.0`
+      const opened = (yield* pollRaw(endpoint(a))) as { status: number; token: string }
+      expect(opened.status).toBe(410)
+      const url = (node: Node) => `${endpoint(node)}&token=${encodeURIComponent(opened.token)}`
+      // A poll through `b` that its client abandons while it waits on `a`.
+      const controller = new AbortController()
+      const abandoned = fetch(url(b), { signal: controller.signal }).catch(() => "aborted")
+      yield* Effect.sleep("200 millis")
+      controller.abort()
+      expect(yield* Effect.promise(() => abandoned)).toBe("aborted")
+      yield* Effect.sleep("300 millis")
+      // The heartbeat's reply, queued on `a`, is there for the next poll.
+      const posted = yield* Effect.promise(async () =>
+        (await (await fetch(url(b), {
+          method: "POST",
+          headers: { "content-type": "application/x-ndjson" },
+          body: JSON.stringify([null, "hb", "phoenix", "heartbeat", {}])
+        })).json()) as { status: number; handled: number }
+      )
+      expect(posted).toEqual({ status: 200, handled: 1 })
+      const polled = (yield* pollRaw(url(b))) as { status: number; messages: Array<string> }
+      expect(polled.status).toBe(200)
+      expect(polled.messages.map((message) => JSON.parse(message))).toEqual([
+        [null, "hb", "phoenix", "phx_reply", { status: "ok", response: {} }]
+      ])
+    }), 60_000)
 })

@@ -326,7 +326,8 @@ export const make = (
       owner === undefined
         ? Effect.succeed(status(410))
         : Effect.map(
-          relay.forward(owner, id, request, Duration.millis(timeout)),
+          // Interruptible as a local poll's wait: the client going away cancels it on the owner.
+          Effect.interruptible(relay.forward(owner, id, request, Duration.millis(timeout))),
           (answered) => answered === undefined ? status(410) : answer(answered)
         )
 
