@@ -274,4 +274,12 @@ describe("RedisLongPoll", () => {
         [null, "hb", "phoenix", "phx_reply", { status: "ok", response: {} }]
       ])
     }), 60_000)
+
+  it.scoped("options that cannot work fail the layer with every problem listed", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(RedisLongPoll.make({ url: "http://127.0.0.1:6379", prefix: "a b", nodeId: "" }))
+      expect(error._tag).toBe("RedisLongPollConfigError")
+      expect(error.problems).toHaveLength(3)
+      expect(error.message).toContain("url must be a redis:// or rediss:// URL")
+    }))
 })
