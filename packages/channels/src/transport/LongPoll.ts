@@ -33,7 +33,7 @@
  * run once); what it writes is queued for the next poll, bounded by
  * `outboundBufferLimit` like a WebSocket's buffer (past it, the session
  * ends). The client sends no heartbeats over long-poll: a session not polled
- * for 1.5 windows (counted from its last poll's answer) ends instead.
+ * for 1.5 windows ends instead.
  *
  * Tokens are signed with HMAC-SHA256 (Web Crypto) and name the session and
  * when it was issued, nothing else. The secret comes from the `secret`
