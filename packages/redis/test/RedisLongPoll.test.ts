@@ -237,8 +237,8 @@ describe("RedisLongPoll", () => {
       yield* a.stop
       const raw = yield* pollRaw(`http://127.0.0.1:${b.port}/socket/longpoll?vsn=2.0.0&token=${encodeURIComponent(token!)}`)
       expect(raw.status).toBe(410)
-      yield* rejoined.pipe(Effect.timeout("20 seconds"), Effect.orDie)
-      yield* eventually(() => lpChannel.state === "joined" && tokenOf(lp) !== token, "the rejoin on a new session", 20_000)
+      yield* rejoined.pipe(Effect.timeout("10 seconds"), Effect.orDie)
+      yield* eventually(() => lpChannel.state === "joined" && tokenOf(lp) !== token, "the rejoin on a new session", 10_000)
       expect(yield* push(lpChannel, "echo", { n: "after" }, 8000)).toEqual(["ok", { n: "after" }])
       expect(proxy.served.slice(before).every((served) => served.startsWith(`${b.port} `))).toBe(true)
     }), 60_000)

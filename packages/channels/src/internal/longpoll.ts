@@ -146,15 +146,11 @@ class Session implements Transport {
       })
       // Interruptible whatever the server runs the request in: the window's
       // end, the client going away and the server stopping end the wait.
-      // The idle time counts from the answer: the client's next poll comes
-      // after it, later still when it crosses another node to get here.
       return Effect.timeoutTo(Effect.interruptible(wait), {
         duration: window,
         onSuccess: (polled) => polled,
         onTimeout: () => noContent
-      }).pipe(Effect.ensuring(Effect.sync(() => {
-        this.lastPoll = this.server.clock.unsafeCurrentTimeMillis()
-      })))
+      })
     })
   }
 
