@@ -29,6 +29,8 @@ export * as Presence from "./Presence.js"
 /** @since 0.1.0 */
 export * as Serializer from "./protocol/Serializer.js"
 /** @since 0.1.0 */
+export * as SessionRelay from "./transport/SessionRelay.js"
+/** @since 0.1.0 */
 export * as Transport from "./transport/Transport.js"
 /** @since 0.1.0 */
 export * as WebSocket from "./transport/WebSocket.js"

@@ -6,11 +6,12 @@
  * (`/favicon.svg`, also answered at `/favicon.ico`, where browsers and tools
  * look without a link), and `GET /metrics` (Prometheus' text format) unless
  * metrics are off. With a Redis URL, the node joins the others on that
- * Redis: broadcasts and `PUT /broadcast` reach every node's members.
+ * Redis: broadcasts and `PUT /broadcast` reach every node's members, and
+ * long-poll sessions work whichever node a request reaches.
  */
-import { ChannelBroadcaster, ChannelMetrics, type ChannelSocket } from "@effect-channels/core"
+import { ChannelBroadcaster, ChannelMetrics, type ChannelSocket, SessionRelay } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
-import { ClusterConnections, RedisBroker, RedisPresence } from "@effect-channels/redis"
+import { ClusterConnections, RedisBroker, RedisLongPoll, RedisPresence } from "@effect-channels/redis"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import type { ServeError } from "@effect/platform/HttpServerError"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -172,7 +173,14 @@ export const layer = (options: Options) => {
           path: "/socket",
           logLevel: options.logLevel
         }).pipe(
-          Layer.mapError(listenError(options.host, options.port))
+          Layer.mapError(listenError(options.host, options.port)),
+          // Long-poll sessions served by whichever node a request reaches (every node needs the
+          // same EFFECT_CHANNELS_SECRET).
+          Layer.provide(
+            options.redisUrl === undefined
+              ? SessionRelay.layerLocal
+              : RedisLongPoll.layer({ url: options.redisUrl, prefix: options.redisPrefix ?? "chat" })
+          )
         )
       ),
       Layer.provide(channels(options))

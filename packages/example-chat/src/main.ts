@@ -23,7 +23,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Layer from "effect/Layer"
-import type { RedisBroker, RedisPresence } from "@effect-channels/redis"
+import type { RedisBroker, RedisLongPoll, RedisPresence } from "@effect-channels/redis"
 import * as ChatServer from "./ChatServer.js"
 import * as Telemetry from "./Telemetry.js"
 
@@ -65,8 +65,10 @@ const describe = (
     | ChatServer.ListenError
     | RedisBroker.RedisBrokerConfigError
     | RedisPresence.RedisPresenceError
+    | RedisLongPoll.RedisLongPollConfigError
 ): string =>
-  error._tag === "ListenError" || error._tag === "RedisBrokerConfigError" || error._tag === "RedisPresenceError"
+  error._tag === "ListenError" || error._tag === "RedisBrokerConfigError" || error._tag === "RedisPresenceError" ||
+    error._tag === "RedisLongPollConfigError"
     ? error.message
     : ConfigError.reduceWithContext(error, undefined, {
       andCase: (_, left, right) => [left, right].join("; "),

@@ -1,7 +1,8 @@
 /**
  * Several effect-channels nodes on Redis: broadcasts, socket disconnects and
  * counts across nodes (`RedisBroker`, `ClusterConnections`), and presence
- * replicated between them (`RedisPresence`).
+ * replicated between them (`RedisPresence`), long-poll sessions served by
+ * whichever node a request reaches (`RedisLongPoll`).
  *
  * @since 0.1.0
  */
@@ -10,5 +11,7 @@
 export * as ClusterConnections from "./ClusterConnections.js"
 /** @since 0.1.0 */
 export * as RedisBroker from "./RedisBroker.js"
+/** @since 0.1.0 */
+export * as RedisLongPoll from "./RedisLongPoll.js"
 /** @since 0.1.0 */
 export * as RedisPresence from "./RedisPresence.js"

@@ -20,6 +20,7 @@ import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type { ChannelSocket } from "../ChannelSocket.js"
 import type { Frame } from "../protocol/Message.js"
+import * as SessionRelay from "../transport/SessionRelay.js"
 import type { Listener, Opened, Transport } from "../transport/Transport.js"
 import * as Token from "./sessionToken.js"
 
@@ -35,6 +36,9 @@ const secretConfig = Config.redacted("EFFECT_CHANNELS_SECRET")
 
 /** Lines of a POST handled, at most, as Phoenix (the client sends at most 100 per POST). */
 const maxLinesPerPost = 100
+
+/** How much longer than its window a relayed poll waits for the owner's answer (and a relayed POST at all). */
+const relayGraceMillis = 5000
 
 const tokenHeader = "x-phoenix-longpoll-token"
 const authTokenHeader = "x-phoenix-authtoken"
@@ -168,7 +172,7 @@ export interface Server {
   readonly handle: Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest>
 }
 
-const answer = (body: Record<string, unknown>) =>
+const answer = (body: SessionRelay.Answer) =>
   HttpServerResponse.text(JSON.stringify(body), {
     contentType: "application/json; charset=utf-8",
     headers: {
@@ -178,6 +182,7 @@ const answer = (body: Record<string, unknown>) =>
     }
   })
 
+const goneAnswer: SessionRelay.Answer = { status: 410 }
 const status = (code: number) => answer({ status: code })
 
 const headersOf = (request: HttpServerRequest.HttpServerRequest): Readonly<Record<string, string | undefined>> =>
@@ -222,6 +227,10 @@ export const make = (
     })
     const signer = yield* Token.makeSigner(secret, Duration.toMillis(Duration.decode(options.tokenMaxAge ?? "14 days")))
     const clock = yield* Effect.clock
+    const relay = Option.getOrElse(yield* Effect.serviceOption(SessionRelay.SessionRelay), () => SessionRelay.local)
+    // The owner of a session is the node whose address ends its id: set
+    // once `relay.register` gives it, before any session opens.
+    let ownPart = ""
     // Sessions and the sweeper run in fibers of their own, forked with the
     // context the server was made in: not in a request's fiber, whose context
     // (the request itself) a session would otherwise hold for its whole life,
@@ -254,7 +263,7 @@ export const make = (
     const open = (request: HttpServerRequest.HttpServerRequest) =>
       Effect.gen(function*() {
         const sessionScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
-        const id = Token.randomId()
+        const id = Token.randomId() + ownPart
         const now = clock.unsafeCurrentTimeMillis()
         const token = yield* signer.sign(id, now)
         const headers = headersOf(request)
@@ -285,13 +294,39 @@ export const make = (
         Effect.catchAll((refused) => Effect.succeed(status(refused.status)))
       )
 
-    /** The live session a token names, if any. */
+    /** The session a token names, if it verifies: this node's, or the address of its owner. */
     const resume = (token: string | undefined) =>
       token === undefined
         ? Effect.succeed(undefined)
+        : Effect.map(signer.verify(token, clock.unsafeCurrentTimeMillis()), (id) => {
+          if (id === undefined) return undefined
+          const owner = id.slice(Token.randomIdLength)
+          return owner === ownPart
+            ? { id, local: true, owner: undefined }
+            : { id, local: false, owner: Token.decodeText(owner) }
+        })
+
+    const pollLocal = (session: Session | undefined): Effect.Effect<SessionRelay.Answer> =>
+      session === undefined
+        ? Effect.succeed(goneAnswer)
+        : Effect.map(session.poll(window), (polled): SessionRelay.Answer => {
+          switch (polled._tag) {
+            case "Messages":
+              return { status: 200, token: session.token, messages: polled.messages }
+            case "NoContent":
+              return { status: 204, token: session.token, messages: [] }
+            case "Gone":
+              return goneAnswer
+          }
+        })
+
+    const forward = (owner: string | undefined, id: string, request: SessionRelay.Request, timeout: number) =>
+      owner === undefined
+        ? Effect.succeed(status(410))
         : Effect.map(
-          signer.verify(token, clock.unsafeCurrentTimeMillis()),
-          (id) => id === undefined ? undefined : { session: sessions.get(id) }
+          // Interruptible as a local poll's wait: the client going away cancels it on the owner.
+          Effect.interruptible(relay.forward(owner, id, request, Duration.millis(timeout))),
+          (answered) => answered === undefined ? status(410) : answer(answered)
         )
 
     const poll = (request: HttpServerRequest.HttpServerRequest) =>
@@ -299,18 +334,10 @@ export const make = (
         // As Phoenix: a token that does not verify (none, a connect parameter
         // named `token`, a forged or expired one) opens a new session.
         if (found === undefined) return open(request)
-        const session = found.session
-        if (session === undefined) return Effect.succeed(status(410))
-        return Effect.map(session.poll(window), (polled) => {
-          switch (polled._tag) {
-            case "Messages":
-              return answer({ status: 200, token: session.token, messages: polled.messages })
-            case "NoContent":
-              return answer({ status: 204, token: session.token, messages: [] })
-            case "Gone":
-              return status(410)
-          }
-        })
+        if (!found.local) {
+          return forward(found.owner, found.id, { _tag: "Poll" }, windowMillis + relayGraceMillis)
+        }
+        return Effect.map(pollLocal(sessions.get(found.id)), answer)
       })
 
     /** The frames of a POST body: ndjson lines (`[` or `{` starts JSON, else base64 binary), or the body as one text frame. */
@@ -338,25 +365,36 @@ export const make = (
       return frames
     }
 
+    /** Feeds `session` the frames of a POST body. */
+    const postLocal = (session: Session | undefined, body: string, ndjson: boolean): SessionRelay.Answer => {
+      if (session === undefined || session.ended) return goneAnswer
+      const frames = framesOf(body, ndjson)
+      if (frames === undefined) return { status: 400 }
+      for (const frame of frames) {
+        if (session.ended) break
+        session.listener?.onFrame(frame)
+      }
+      return session.ended ? goneAnswer : { status: 200, handled: frames.length }
+    }
+
     const publish = (request: HttpServerRequest.HttpServerRequest) =>
       Effect.flatMap(resume(tokenOf(request)), (found) => {
-        const session = found?.session
-        if (session === undefined || session.ended) return Effect.succeed(status(410))
+        if (found === undefined) return Effect.succeed(status(410))
+        const remote = !found.local
+        const session = remote ? undefined : sessions.get(found.id)
+        if (!remote && (session === undefined || session.ended)) return Effect.succeed(status(410))
         const ndjson = headersOf(request)["content-type"]?.split(";")[0]?.trim() === "application/x-ndjson"
         // A POST carries at most 100 messages, each at most a frame (base64: 4/3 of it).
         const limit = maxLinesPerPost * (Math.ceil(socket.maxFrameSize * 4 / 3) + 2)
         return request.text.pipe(
           HttpIncomingMessage.withMaxBodySize(Option.some(limit)),
-          Effect.map((body) => {
-            const frames = framesOf(body, ndjson)
-            if (frames === undefined) return status(400)
-            for (const frame of frames) {
-              if (session.ended) break
-              session.listener?.onFrame(frame)
-            }
-            return session.ended ? status(410) : answer({ status: 200, handled: frames.length })
-          }),
-          Effect.catchAll(() => Effect.succeed(status(413)))
+          Effect.matchEffect({
+            onFailure: () => Effect.succeed(status(413)),
+            onSuccess: (body) =>
+              remote
+                ? forward(found.owner, found.id, { _tag: "Post", body, ndjson }, relayGraceMillis)
+                : Effect.succeed(answer(postLocal(session, body, ndjson)))
+          })
         )
       })
 
@@ -384,6 +422,13 @@ export const make = (
       }
     })
 
+    /** A request relayed from another node to a session of this one. */
+    const serveRelayed = (id: string, request: SessionRelay.Request): Effect.Effect<SessionRelay.Answer> =>
+      request._tag === "Poll"
+        ? pollLocal(sessions.get(id))
+        : Effect.sync(() => postLocal(sessions.get(id), request.body, request.ndjson))
+
+    ownPart = Token.encodeText(yield* Scope.extend(relay.register(serveRelayed), scope))
     const server: Server = { sessions, clock, handle }
     return server
   })

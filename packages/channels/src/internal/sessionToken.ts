@@ -66,3 +66,20 @@ export const makeSigner = (secret: Uint8Array<ArrayBuffer>, maxAgeMillis: number
         })
     })
   )
+
+/** The length of a `randomId()` of 16 bytes. @internal */
+export const randomIdLength = 22
+
+/** `text` (UTF-8) as base64url: a node's address in the session ids it makes. @internal */
+export const encodeText = (text: string): string => toBase64Url(encoder.encode(text))
+
+/** The text `encodeText` encoded, if it is base64url of UTF-8. @internal */
+export const decodeText = (encoded: string): string | undefined => {
+  const bytes = fromBase64Url(encoded)
+  if (bytes === undefined) return undefined
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes)
+  } catch {
+    return undefined
+  }
+}

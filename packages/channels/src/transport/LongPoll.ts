@@ -39,8 +39,10 @@
  * when it was issued, nothing else. The secret comes from the `secret`
  * option or the `EFFECT_CHANNELS_SECRET` configuration; without either a
  * random one is generated, with a warning: every node that may receive a
- * session's requests needs the same secret (and, until sessions can move
- * between nodes, the session itself: see the README on sticky sessions).
+ * session's requests needs the same secret. A request for a session another
+ * node opened goes to that node through the `SessionRelay` in context (over
+ * Redis with `@effect-channels/redis`'s `RedisLongPoll`); the default relays
+ * nothing and answers it 410.
  *
  * @since 0.1.0
  */
