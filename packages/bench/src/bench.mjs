@@ -2,6 +2,7 @@
 //
 //   pnpm bench [--size small|full] [--runs N] [--only effect-channels,socketio,ws]
 //   pnpm bench --only effect-channels,effect-channels+metrics,effect-channels+otel   (the cost of metrics and traces)
+//   pnpm bench --nodes 2|3 [--size small|full] [--runs N]   (several nodes on Redis, against Socket.IO's Redis adapter)
 //
 // Each server runs in its own process and is driven from this one; see
 // ../README.md for what each figure means.
@@ -22,6 +23,8 @@ const argument = (name, fallback) => {
 const size = argument("size", "full")
 const runs = Number(argument("runs", "1"))
 const only = argument("only", "effect-channels,socketio,ws").split(",")
+// `--nodes N`: the multi-node bench over Redis (./multinode.mjs) instead.
+const nodes = argument("nodes", undefined)
 
 const sizes = {
   full: { subscribers: 2000, crowd: 10000, bursts: 100, singles: 50, rttClients: 100, rttSeconds: 5, concurrency: 200 },
@@ -274,7 +277,10 @@ const main = async () => {
   writeFileSync(join(here, "..", "results", `${info.date.replace(/[:.]/g, "-")}.json`), raw)
 }
 
-main().catch((error) => {
+const bench = nodes === undefined
+  ? main
+  : () => import("./multinode.mjs").then((multinode) => multinode.main({ nodes: Number(nodes), size, runs, only }))
+bench().catch((error) => {
   console.error(error)
   process.exit(1)
 })
