@@ -55,7 +55,7 @@ const median = (values) => percentile(values, 50)
 const start = async (name) => {
   const port = 20000 + Math.floor(Math.random() * 20000)
   const child = spawn(process.execPath, [servers[name].entry], {
-    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", CHAT_ANNOUNCE_JOINS: "false", CHAT_LOG_LEVEL: "false", ...servers[name].env },
+    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", CHAT_ANNOUNCE_JOINS: "false", CHAT_LOG_LEVEL: "false", REDIS_URL: "", ...servers[name].env },
     stdio: ["ignore", "pipe", "inherit"]
   })
   await new Promise((resolve, reject) => {
