@@ -3,6 +3,7 @@
 // @socket.io/redis-adapter, on the same Redis, the same chat and the same load
 // client. See ../README.md ("Several nodes") for what each figure is.
 import { fork, spawn } from "node:child_process"
+import { createServer } from "node:net"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import { dirname, join } from "node:path"
@@ -19,8 +20,8 @@ const redisUrl = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379"
 const clientsPerLoadProcess = 5000
 
 const sizes = {
-  full: (nodes) => ({ subscribers: 2000, crowd: nodes === 2 ? 10000 : 10000 * nodes, bursts: 100, singles: 50, probes: 100, concurrency: 200 }),
-  small: (nodes) => ({ subscribers: 50 * nodes, crowd: 300 * nodes, bursts: 20, singles: 10, probes: 20, concurrency: 50 })
+  full: (nodes) => ({ subscribers: 2000, crowd: nodes === 2 ? 10000 : 10000 * nodes, bursts: 100, singles: 50, probes: 200, warmup: 50, concurrency: 200 }),
+  small: (nodes) => ({ subscribers: 50 * nodes, crowd: 300 * nodes, bursts: 20, singles: 10, probes: 20, warmup: 5, concurrency: 50 })
 }
 
 const servers = {
@@ -43,13 +44,42 @@ const own = (child) => {
   child.once("exit", () => children.delete(child))
   return child
 }
-process.once("exit", () => {
+const killAll = () => {
   for (const child of children) child.kill("SIGKILL")
-})
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) process.once(signal, () => process.exit(130))
+}
+process.once("exit", killAll)
+// The prefixes of the runs under way, whose keys an interrupted run still removes.
+const prefixes = new Set()
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+  process.once(signal, () => {
+    killAll()
+    const timeout = sleep(2000)
+    Promise.race([Promise.all([...prefixes].map((prefix) => forget(prefix).catch(() => {}))), timeout]).finally(() => process.exit(130))
+  })
+}
 
-const startNode = async (name, prefix) => {
-  const port = 20000 + Math.floor(Math.random() * 20000)
+/** A port the kernel just gave and took back (a node takes it next; `startNode` retries if another took it first). */
+const freePort = () =>
+  new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address()
+      server.close(() => resolve(port))
+    })
+  })
+
+const startNode = async (name, prefix, attempts = 3) => {
+  try {
+    return await startNodeOnce(name, prefix)
+  } catch (error) {
+    if (attempts <= 1) throw error
+    return startNode(name, prefix, attempts - 1)
+  }
+}
+
+const startNodeOnce = async (name, prefix) => {
+  const port = await freePort()
   const child = own(spawn(process.execPath, [servers[name].entry], {
     env: {
       ...process.env,
@@ -64,8 +94,9 @@ const startNode = async (name, prefix) => {
     stdio: ["ignore", "pipe", "inherit"]
   }))
   await new Promise((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`${name} exited with ${code}`)))
-    child.stdout.on("data", (data) => String(data).includes("Listening") && resolve())
+    const timer = setTimeout(() => reject(new Error(`${name} did not listen within 30 s`)), 30_000)
+    child.once("exit", (code) => (clearTimeout(timer), reject(new Error(`${name} exited with ${code}`))))
+    child.stdout.on("data", (data) => String(data).includes("Listening") && (clearTimeout(timer), resolve()))
   })
   child.removeAllListeners("exit")
   child.once("exit", () => children.delete(child))
@@ -204,6 +235,7 @@ const runServer = async (name, nodeCount, config, runId) => {
   const figures = {}
   const cpu = {}
   let probes = []
+  prefixes.add(prefix)
   try {
     for (let i = 0; i < nodeCount; i++) nodes.push(await startNode(name, prefix))
     const ports = nodes.map(({ port }) => port)
@@ -220,19 +252,26 @@ const runServer = async (name, nodeCount, config, runId) => {
     }
     probes = await Promise.all(ports.map((port, index) => probe(protocol, port, 1 + index, onArrival)))
     await sleep(500)
+    // One broadcast, one at a time: its time to each probe, node 1's first.
+    const probeOnce = async (seq) => {
+      const arrived = new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${name}: broadcast ${seq} did not reach every node`)), 30_000)
+        awaited = { seq, resolve: () => (clearTimeout(timer), resolve()) }
+      })
+      const t0 = performance.now()
+      wire.push(sender.ws, "new:msg", { user: "bench", body: "probe", seq })
+      await arrived
+      return probes.map(({ arrivals }) => arrivals.get(seq) - t0)
+    }
+    // Fresh processes: the first broadcasts compile the path (and warm Redis's
+    // connections); they are not counted.
+    for (let seq = -config.warmup; seq < 0; seq++) await probeOnce(seq)
     const crossNode = await measured(nodes, loads, async () => {
       const local = []
       const remote = []
       const added = []
       for (let seq = 0; seq < config.probes; seq++) {
-        const arrived = new Promise((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`${name}: broadcast ${seq} did not reach every node`)), 30_000)
-          awaited = { seq, resolve: () => (clearTimeout(timer), resolve()) }
-        })
-        const t0 = performance.now()
-        wire.push(sender.ws, "new:msg", { user: "bench", body: "probe", seq })
-        await arrived
-        const [here, ...there] = probes.map(({ arrivals }) => arrivals.get(seq) - t0)
+        const [here, ...there] = await probeOnce(seq)
         local.push(here)
         for (const time of there) remote.push(time), added.push(time - here)
       }
@@ -289,14 +328,17 @@ const runServer = async (name, nodeCount, config, runId) => {
     await Promise.all(loads.map((load) => load.request("close").catch(() => {})))
     await Promise.all(loads.map(({ child }) => stop(child)))
     await Promise.all(nodes.map(({ child }) => stop(child)))
-    await forget(prefix)
+    // A failure to clean up must not hide the run's own error.
+    await forget(prefix).catch((error) => process.stderr.write(`could not remove the keys under ${prefix}: ${error.message}\n`))
+    prefixes.delete(prefix)
     await sleep(500)
   }
 }
 
 /** Removes what a run left in Redis under its prefix (our nodes' heartbeat keys, if killed). */
 const forget = async (prefix) => {
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null })
+  redis.on("error", () => {})
   try {
     await redis.connect()
     let cursor = "0"
