@@ -4,6 +4,7 @@
 //   pnpm bench --only effect-channels,effect-channels+metrics,effect-channels+otel   (the cost of metrics and traces)
 //   pnpm bench --only effect-channels,effect-channels+intercept   (an intercepted event against the fastlane)
 //   pnpm bench --before <server.mjs> --only effect-channels@before,effect-channels,ws   (a change's before and after)
+//   pnpm bench --nodes 2|3 [--size small|full] [--runs N]   (several nodes on Redis, against Socket.IO's Redis adapter)
 //
 // Each server runs in its own process and is driven from this one; see
 // ../README.md for what each figure means.
@@ -24,6 +25,8 @@ const argument = (name, fallback) => {
 const size = argument("size", "full")
 const runs = Number(argument("runs", "1"))
 const only = argument("only", "effect-channels,socketio,ws").split(",")
+// `--nodes N`: the multi-node bench over Redis (./multinode.mjs) instead.
+const nodes = argument("nodes", undefined)
 
 const sizes = {
   full: { subscribers: 2000, crowd: 10000, bursts: 100, singles: 50, rttClients: 100, rttSeconds: 5, concurrency: 200 },
@@ -62,7 +65,7 @@ const median = (values) => percentile(values, 50)
 const start = async (name) => {
   const port = 20000 + Math.floor(Math.random() * 20000)
   const child = spawn(process.execPath, [servers[name].entry], {
-    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", CHAT_ANNOUNCE_JOINS: "false", CHAT_LOG_LEVEL: "false", ...servers[name].env },
+    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", CHAT_ANNOUNCE_JOINS: "false", CHAT_LOG_LEVEL: "false", REDIS_URL: "", ...servers[name].env },
     stdio: ["ignore", "pipe", "inherit"]
   })
   await new Promise((resolve, reject) => {
@@ -284,7 +287,10 @@ const main = async () => {
   writeFileSync(join(here, "..", "results", `${info.date.replace(/[:.]/g, "-")}.json`), raw)
 }
 
-main().catch((error) => {
+const bench = nodes === undefined
+  ? main
+  : () => import("./multinode.mjs").then((multinode) => multinode.main({ nodes: Number(nodes), size, runs, only }))
+bench().catch((error) => {
   console.error(error)
   process.exit(1)
 })

@@ -1,4 +1,6 @@
 // The chat over Socket.IO 4: rooms, the websocket transport, no compression.
+// With REDIS_URL, the node joins the others through `@socket.io/redis-adapter`
+// on ioredis, as the adapter documents, its channels under REDIS_PREFIX.
 import http from "node:http"
 import { Server } from "socket.io"
 
@@ -25,4 +27,11 @@ io.on("connection", (socket) => {
   socket.on("new:msg", (payload) => io.to(lobby).emit("new:msg", payload))
   socket.on("ping", (payload, ack) => ack({ status: "ok", response: payload }))
 })
+if (process.env.REDIS_URL) {
+  const [{ createAdapter }, { Redis }] = await Promise.all([import("@socket.io/redis-adapter"), import("ioredis")])
+  const pubClient = new Redis(process.env.REDIS_URL)
+  const subClient = pubClient.duplicate()
+  await Promise.all([pubClient, subClient].map((client) => new Promise((resolve) => client.once("ready", resolve))))
+  io.adapter(createAdapter(pubClient, subClient, { key: process.env.REDIS_PREFIX ?? "socket.io" }))
+}
 server.listen(Number(process.env.PORT), process.env.HOST ?? "127.0.0.1", () => console.log("Listening"))
