@@ -28,9 +28,12 @@ import type * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
+import type { Config as HistoryConfig, Position } from "./ChannelHistory.js"
+import { format } from "./ChannelHistory.js"
 import * as internal from "./internal/localBroker.js"
 import { byteLength } from "./internal/frameSize.js"
 import type { Broadcast, Frame } from "./protocol/Message.js"
+import * as Message from "./protocol/Message.js"
 import type { Serializer, UnencodableMessage } from "./protocol/Serializer.js"
 
 const frameBytes = (frame: Either.Either<Frame, UnencodableMessage>) =>
@@ -51,13 +54,28 @@ export class Envelope {
   constructor(
     readonly message: Broadcast,
     /** The connection that must not receive it (`broadcastFrom`), if any. */
-    readonly except: string | undefined = undefined
+    readonly except: string | undefined = undefined,
+    /** Its position in its topic's history, for a topic that keeps one (see `ChannelHistory`). */
+    readonly position: Position | undefined = undefined
   ) {}
+
+  /** The same broadcast at a position of its topic's history. */
+  at(position: Position): Envelope {
+    return new Envelope(this.message, this.except, position)
+  }
 
   /** The message encoded by a serializer, computed once per serializer. */
   frame(serializer: Serializer): Either.Either<Frame, UnencodableMessage> {
-    if (serializer.vsn === "2.0.0") return this.v2 ??= serializer.encode(this.message)
-    return this.v1 ??= serializer.encode(this.message)
+    if (serializer.vsn === "2.0.0") return this.v2 ??= this.encode(serializer)
+    return this.v1 ??= this.encode(serializer)
+  }
+
+  /** A broadcast with a position carries it in its `ref`, which only a push has on the wire. */
+  private encode(serializer: Serializer): Either.Either<Frame, UnencodableMessage> {
+    const { event, payload, topic } = this.message
+    return this.position === undefined
+      ? serializer.encode(this.message)
+      : serializer.encode(Message.push(null, topic, event, payload, format(this.position)))
   }
 
   /** The size in bytes of the encoded message (0 if it cannot be encoded), computed once per serializer. */
@@ -76,6 +94,22 @@ export class Envelope {
  */
 export interface Subscriber {
   readonly deliver: (envelopes: ReadonlyArray<Envelope>) => void
+}
+
+/**
+ * What a topic's history holds for a client that rejoins.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Recovery {
+  /** The topic's position now; `undefined` when the history cannot be read (its store is unreachable). */
+  readonly position: Position | undefined
+  /**
+   * The broadcasts after the position the client gave, in order; `undefined`
+   * when the history does not hold every one of them (or no position was given).
+   */
+  readonly missed: ReadonlyArray<Envelope> | undefined
 }
 
 /**
@@ -101,6 +135,18 @@ export interface Service {
   readonly subscribers: (topic: string) => Effect.Effect<number>
   /** Subscribes, for the life of the scope, to every envelope published through this process. */
   readonly published: Effect.Effect<Queue.Dequeue<Envelope>, never, Scope.Scope>
+  /**
+   * The histories it keeps. `publish` gives each broadcast on such a topic
+   * its position, and delivers them in the order of their positions.
+   */
+  readonly history: HistoryConfig
+  /**
+   * What a topic's history holds after `since`; `undefined` for a topic that
+   * keeps none. Called by a joining channel after it has subscribed, so that
+   * what is published meanwhile reaches it live (the channel drops what it
+   * has had, by position).
+   */
+  readonly recover: (topic: string, since: Position | undefined) => Effect.Effect<Recovery | undefined>
 }
 
 /**
@@ -125,7 +171,8 @@ export const subscribeScoped = (
 /**
  * A broker local to this process, with one unbounded `PubSub` per topic.
  * Unbounded, so that one slow subscriber never holds back the others: each
- * connection bounds its own outbound buffer instead.
+ * connection bounds its own outbound buffer instead. The histories of
+ * `ChannelHistory` are kept in memory.
  *
  * @since 0.1.0
  * @category constructors

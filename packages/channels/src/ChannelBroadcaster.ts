@@ -21,6 +21,7 @@ import * as Stream from "effect/Stream"
 import { broadcastRefusal } from "./internal/frameSize.js"
 import * as Registry from "./internal/registry.js"
 import { Broker, Envelope, layerLocal as localBroker } from "./Broker.js"
+import type { UnrecoverablePayload } from "./ChannelHistory.js"
 import type { Broadcast, MessageTooLarge, Payload } from "./protocol/Message.js"
 import * as Message from "./protocol/Message.js"
 
@@ -39,10 +40,15 @@ export const disconnectEvent = "disconnect"
  */
 export interface Service {
   /**
-   * Broadcasts an event to every subscriber of a topic; fails with
-   * `MessageTooLarge`, sending nothing, when its frame is over `maxOutboundSize`.
+   * Broadcasts an event to every subscriber of a topic; fails, sending
+   * nothing, with `MessageTooLarge` when its frame is over `maxOutboundSize`,
+   * with `UnrecoverablePayload` for a binary payload on a topic with a history.
    */
-  readonly broadcast: (topic: string, event: string, payload?: Payload) => Effect.Effect<void, MessageTooLarge>
+  readonly broadcast: (
+    topic: string,
+    event: string,
+    payload?: Payload
+  ) => Effect.Effect<void, MessageTooLarge | UnrecoverablePayload>
   /** The number of connections open in this process. */
   readonly connected: Effect.Effect<number>
   /** Closes every connection whose socket id is `id`. */
@@ -109,7 +115,7 @@ export const makeWith = (options: Options): Effect.Effect<Service, never, Broker
     broadcast: (topic, event, payload = {}) =>
       Effect.suspend(() => {
         const envelope = new Envelope(Message.broadcast(topic, event, payload))
-        const refused = broadcastRefusal(envelope, limit)
+        const refused = broadcastRefusal(envelope, limit, broker.history)
         return refused === undefined ? broker.publish(envelope) : Effect.fail(refused)
       }),
     connected: Effect.sync(registry.size),

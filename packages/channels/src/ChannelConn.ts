@@ -38,6 +38,7 @@ import type * as Fiber from "effect/Fiber"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type { ChannelEvent } from "./ChannelEvent.js"
+import type { UnrecoverablePayload } from "./ChannelHistory.js"
 import type { MessageTooLarge, Payload, ReplyStatus } from "./protocol/Message.js"
 
 /**
@@ -124,11 +125,14 @@ export type JoinResult =
  * - `duplicate`: the client joined the topic again on the same socket.
  * - `crashed`: a hook failed; the client received `phx_error`.
  * - `disconnected`: the connection ended.
+ * - `resync`: the topic's history skipped a position or changed its epoch
+ *   under the channel; the client received `phx_error`, and rejoins to
+ *   recover (see `ChannelHistory`).
  *
  * @since 0.1.0
  * @category models
  */
-export type LeaveReason = "left" | "closed" | "duplicate" | "crashed" | "disconnected"
+export type LeaveReason = "left" | "closed" | "duplicate" | "crashed" | "disconnected" | "resync"
 
 /**
  * @since 0.1.0
@@ -162,9 +166,9 @@ export interface ChannelConn {
   /** Sends an event to this client only. */
   readonly push: (event: string, payload?: Payload) => Effect.Effect<void, MessageTooLarge>
   /** Sends an event to every subscriber of the topic, this client included. */
-  readonly broadcast: (event: string, payload?: Payload) => Effect.Effect<void, MessageTooLarge>
+  readonly broadcast: (event: string, payload?: Payload) => Effect.Effect<void, MessageTooLarge | UnrecoverablePayload>
   /** Sends an event to every subscriber of the topic but this client. */
-  readonly broadcastFrom: (event: string, payload?: Payload) => Effect.Effect<void, MessageTooLarge>
+  readonly broadcastFrom: (event: string, payload?: Payload) => Effect.Effect<void, MessageTooLarge | UnrecoverablePayload>
   /**
    * Leaves the channel from the server side: `leave` runs, then the client
    * receives `phx_close`. Nothing before the join reply is out (in `join`,

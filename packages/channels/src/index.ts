@@ -15,6 +15,8 @@ export * as ChannelEvent from "./ChannelEvent.js"
 /** @since 0.1.0 */
 export * as ChannelHandler from "./ChannelHandler.js"
 /** @since 0.1.0 */
+export * as ChannelHistory from "./ChannelHistory.js"
+/** @since 0.1.0 */
 export * as ChannelMetrics from "./ChannelMetrics.js"
 /** @since 0.1.0 */
 export * as ChannelRouter from "./ChannelRouter.js"

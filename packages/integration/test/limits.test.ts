@@ -5,7 +5,7 @@
  * (refused at the call with `MessageTooLarge`), and, for `NodeChannelServer`,
  * the handshake timeout.
  */
-import { ChannelHandler } from "@effect-channels/core"
+import { ChannelHandler, type ChannelHistory } from "@effect-channels/core"
 import type { MessageTooLarge } from "@effect-channels/core/Message"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -21,11 +21,13 @@ const nested = (depth: number): unknown => {
 }
 
 /** What the handler tells the client about a send it tried: ok, or the refusal's fields. */
-const outcome = (effect: Effect.Effect<void, MessageTooLarge>) =>
+const outcome = (effect: Effect.Effect<void, MessageTooLarge | ChannelHistory.UnrecoverablePayload>) =>
   Effect.map(Effect.either(effect), (result) =>
     Either.isRight(result)
       ? { sent: true }
-      : { sent: false, tag: result.left._tag, size: result.left.size, limit: result.left.limit, event: result.left.event })
+      : result.left._tag === "MessageTooLarge"
+      ? { sent: false, tag: result.left._tag, size: result.left.size, limit: result.left.limit, event: result.left.event }
+      : { sent: false, tag: result.left._tag, event: result.left.event })
 
 const makeHandler = () => {
   const seen: Array<string> = []

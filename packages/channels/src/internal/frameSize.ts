@@ -1,7 +1,9 @@
 import * as Either from "effect/Either"
 import type { Envelope } from "../Broker.js"
+import type { Config as HistoryConfig } from "../ChannelHistory.js"
+import { UnrecoverablePayload } from "../ChannelHistory.js"
 import type { Frame } from "../protocol/Message.js"
-import { MessageTooLarge } from "../protocol/Message.js"
+import { isBinary, MessageTooLarge } from "../protocol/Message.js"
 import { V2 } from "../protocol/Serializer.js"
 
 /**
@@ -52,11 +54,21 @@ export const refusal = (
  * The refusal of a broadcast over `limit`, measured on its V2 frame, once:
  * the envelope keeps that frame for every V2 subscriber (the V1 frame of a
  * message, encoded for V1 subscribers only, is a few bytes longer). What
- * cannot be encoded is not refused here: no subscriber receives it.
+ * cannot be encoded is not refused here: no subscriber receives it. On a
+ * topic with a history, a binary payload is refused: it could not carry its
+ * position.
  *
  * @internal
  */
-export const broadcastRefusal = (envelope: Envelope, limit: number): MessageTooLarge | undefined => {
+export const broadcastRefusal = (
+  envelope: Envelope,
+  limit: number,
+  history: HistoryConfig
+): MessageTooLarge | UnrecoverablePayload | undefined => {
+  const { event, payload, topic } = envelope.message
+  if (history.enabled && isBinary(payload) && history.of(topic) !== undefined) {
+    return new UnrecoverablePayload({ topic, event })
+  }
   const frame = envelope.frame(V2)
   return Either.isLeft(frame) ? undefined : refusal(frame.right, envelope.message.topic, envelope.message.event, limit)
 }

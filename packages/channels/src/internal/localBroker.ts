@@ -1,13 +1,17 @@
 import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as RcMap from "effect/RcMap"
+import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Tracer from "effect/Tracer"
 import type { Envelope, Service, Subscriber } from "../Broker.js"
+import { ChannelHistory } from "../ChannelHistory.js"
+import { Histories } from "./history.js"
 import * as Telemetry from "./metrics.js"
 
 /**
@@ -57,9 +61,17 @@ interface Live {
   readonly lease: Scope.CloseableScope
 }
 
+/** How often the histories drop what has expired (a read checks, whatever the sweep did). */
+const sweepInterval = Duration.seconds(10)
+
 /** @internal */
 export const make = Effect.gen(function*() {
   const { recorder, tracing } = yield* Telemetry.telemetry
+  const history = yield* ChannelHistory
+  const histories = new Histories(history, yield* Effect.clock)
+  if (history.enabled) {
+    yield* Effect.forkScoped(Effect.schedule(Effect.sync(() => histories.sweep()), Schedule.spaced(sweepInterval)))
+  }
   // The `RcMap` makes each topic once, however many subscribe at the same
   // time; one lease per topic holds it while it has subscribers, so that a
   // subscription is a set entry, not an acquisition of its own.
@@ -82,7 +94,11 @@ export const make = Effect.gen(function*() {
           return Effect.void
         })))
 
-  const publish = (envelope: Envelope) =>
+  // A broadcast on a topic with a history gets its position as it is
+  // published, so that positions follow the order of delivery; one that has
+  // one that has its position already (from another node) keeps it, and
+  // `publishLocal` (presence diffs) gives none.
+  const deliver = (envelope: Envelope) =>
     Effect.zipRight(
       PubSub.publish(all, envelope),
       Effect.suspend(() => {
@@ -90,12 +106,21 @@ export const make = Effect.gen(function*() {
         return current === undefined ? Effect.void : PubSub.publish(current.topic.pubsub, envelope)
       })
     )
+  // The position is given and the envelope handed to the topic's `PubSub` in
+  // one synchronous step: a fiber that yielded between the two would let a
+  // later position be delivered before it.
+  const publish = history.enabled
+    ? (envelope: Envelope) =>
+      envelope.position === undefined && history.of(envelope.message.topic) !== undefined
+        ? Effect.sync(() => Effect.runSync(deliver(histories.append(envelope))))
+        : deliver(envelope)
+    : deliver
 
   const service: Service = {
     publish: tracing
       ? (envelope) => Telemetry.broadcastSpan(publish(envelope), envelope.message.topic, envelope.message.event)
       : publish,
-    publishLocal: publish,
+    publishLocal: deliver,
     subscribe: (name, subscriber) =>
       Effect.uninterruptible(Effect.suspend(() => {
         const current = live.get(name)
@@ -112,7 +137,9 @@ export const make = Effect.gen(function*() {
         return Scope.close(current.lease, Exit.void)
       }),
     subscribers: (name) => Effect.sync(() => live.get(name)?.topic.subscribers.size ?? 0),
-    published: PubSub.subscribe(all)
+    published: PubSub.subscribe(all),
+    history,
+    recover: (topic, since) => Effect.sync(() => histories.recover(topic, since))
   }
   return service
 })

@@ -44,8 +44,10 @@ import { NodeInspectSymbol } from "effect/Inspectable"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import type { Subscriber } from "../Broker.js"
+import type { Recovery, Subscriber } from "../Broker.js"
 import { Broker, Envelope } from "../Broker.js"
+import type { Position, UnrecoverablePayload } from "../ChannelHistory.js"
+import * as History from "../ChannelHistory.js"
 import type { Registration } from "../ChannelBroadcaster.js"
 import { ChannelBroadcaster, disconnectEvent } from "../ChannelBroadcaster.js"
 import type { ChannelConn, ConnectInfo, JoinResult, LeaveReason, SocketInfo } from "../ChannelConn.js"
@@ -190,6 +192,8 @@ class ChannelImpl implements ChannelConn, Subscriber {
   /** The timer that gives the fiber back once it has lingered idle; one per linger, not per event. */
   lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined
   phase: Phase = Phase.Joining
+  /** On a topic with a history, the position of the last broadcast delivered (see `inOrder`). */
+  cursor: Cursor | undefined = undefined
   /** Why the channel ends, set as it starts `Leaving`. */
   reason: LeaveReason = "disconnected"
 
@@ -246,10 +250,10 @@ class ChannelImpl implements ChannelConn, Subscriber {
     return this.publish(new Envelope(Msg.broadcast(this.topic, event, payload), this.connection.id))
   }
   /** Publishes a broadcast of the channel, refused at the call when it is too large. */
-  publish(envelope: Envelope): Effect.Effect<void, MessageTooLarge> {
+  publish(envelope: Envelope): Effect.Effect<void, MessageTooLarge | UnrecoverablePayload> {
     return Effect.suspend(() => {
       if (this.phase === Phase.Ended) return Effect.void
-      const refused = broadcastRefusal(envelope, this.connection.options.maxOutboundSize)
+      const refused = broadcastRefusal(envelope, this.connection.options.maxOutboundSize, this.connection.broker.history)
       if (refused !== undefined) return Effect.fail(refused)
       const publish = this.connection.broker.publish(envelope)
       return this.sends ? publish : this.sendOrHold(publish)
@@ -312,13 +316,15 @@ class ChannelImpl implements ChannelConn, Subscriber {
    * Writes the topic's broadcasts; until the join reply is out, holds them
    * back. Those it intercepts go to its fiber instead, each in its turn.
    */
-  deliver(envelopes: ReadonlyArray<Envelope>): void {
+  deliver(delivered: ReadonlyArray<Envelope>): void {
     if (this.phase < Phase.Joined) {
       const early = this.early ??= []
-      for (const envelope of envelopes) early.push(envelope)
+      for (const envelope of delivered) early.push(envelope)
       return
     }
     if (this.phase === Phase.Ended) return
+    const envelopes = this.cursor === undefined ? delivered : this.inOrder(delivered, this.cursor)
+    if (envelopes.length === 0) return
     const intercepts = this.hooks.intercepts
     if (intercepts === undefined) return this.connection.writeBroadcasts(envelopes)
     let from = 0
@@ -332,6 +338,33 @@ class ChannelImpl implements ChannelConn, Subscriber {
     }
     if (from === 0) this.connection.writeBroadcasts(envelopes)
     else if (from < envelopes.length) this.connection.writeBroadcasts(envelopes.slice(from))
+  }
+
+  /**
+   * The broadcasts of a topic with a history that follow the last one
+   * delivered: those it has had already (replayed, then received live) are
+   * dropped. A position skipped, or another epoch, means the stream lost
+   * something: the channel delivers nothing more, and ends so that its
+   * client rejoins and recovers. Envelopes without a position (presence
+   * diffs) pass.
+   */
+  inOrder(envelopes: ReadonlyArray<Envelope>, cursor: Cursor): ReadonlyArray<Envelope> {
+    let kept: Array<Envelope> | undefined
+    for (let i = 0; i < envelopes.length; i++) {
+      const envelope = envelopes[i]!
+      const position = envelope.position
+      if (position === undefined || (position.epoch === cursor.epoch && position.offset === cursor.offset + 1)) {
+        if (position !== undefined) cursor.offset++
+        kept?.push(envelope)
+        continue
+      }
+      kept ??= envelopes.slice(0, i)
+      if (position.epoch === cursor.epoch && position.offset <= cursor.offset) continue
+      cursor.offset = Number.POSITIVE_INFINITY
+      if (this.phase === Phase.Joined) this.connection.resync(this)
+      return kept
+    }
+    return kept ?? envelopes
   }
 
   /** Annotates the logs of the channel's own fiber, for good: the fiber is the channel's. */
@@ -351,6 +384,39 @@ class ChannelImpl implements ChannelConn, Subscriber {
 }
 
 const phaseNames = ["joining", "allowed", "joined", "leaving", "ended"] as const
+
+/** Where a channel stands in its topic's history: mutable, advanced as broadcasts are delivered. */
+class Cursor {
+  constructor(readonly epoch: string, public offset: number) {}
+}
+
+/** A channel whose topic's stream lost something, to end through the connection's fiber. */
+class Resync {
+  constructor(readonly channel: ChannelImpl) {}
+}
+
+/**
+ * The join params without the position, which the handler does not see, and
+ * the position (see `ChannelHistory`).
+ */
+const splitPosition = (payload: Payload): { readonly payload: Payload; readonly since: Position | undefined } => {
+  if (typeof payload !== "object" || payload === null || Array.isArray(payload) || Msg.isBinary(payload)) {
+    return { payload, since: undefined }
+  }
+  if (!(History.positionField in payload)) return { payload, since: undefined }
+  const { [History.positionField]: position, ...rest } = payload as Record<string, unknown>
+  return { payload: rest, since: History.parse(position) }
+}
+
+/** A join reply's response with what a recovery tells the client; a response that is not an object is sent as it is. */
+const withRecovery = (response: Payload, position: Position | undefined, recovered: boolean): Payload => {
+  if (typeof response !== "object" || response === null || Array.isArray(response) || Msg.isBinary(response)) {
+    return response
+  }
+  return position === undefined
+    ? { ...response, [History.recoveredField]: recovered }
+    : { ...response, [History.positionField]: History.format(position), [History.recoveredField]: recovered }
+}
 
 /**
  * A channel's subscription to another topic (`conn.subscribe`): what is
@@ -424,7 +490,7 @@ class ConnectionImpl implements Connection, Registration {
   readonly heartbeatMillis: number
   readonly channels = new Map<string, ChannelImpl>()
   /** Frames received and not handled yet; made when a frame has to wait. */
-  inbox: Array<Decoded | Intercepted> | undefined = undefined
+  inbox: Array<Decoded | Intercepted | Resync> | undefined = undefined
   transportOpen = true
   /** Wakes the connection's fiber while it waits for frames. */
   wakeRun: (() => void) | undefined = undefined
@@ -604,8 +670,14 @@ class ConnectionImpl implements Connection, Registration {
       this.channels.delete(channel.topic)
       if (channel.phase < Phase.Leaving) channel.reason = reason
       const joinRef = channel.wireJoinRef
-      const notice = channel.reason === "crashed"
-        ? Msg.push(joinRef, channel.topic, Msg.Events.error, { reason: "channel_crash" }, joinRef)
+      const notice = channel.reason === "crashed" || channel.reason === "resync"
+        ? Msg.push(
+          joinRef,
+          channel.topic,
+          Msg.Events.error,
+          { reason: channel.reason === "crashed" ? "channel_crash" : "resync" },
+          joinRef
+        )
         : Msg.push(joinRef, channel.topic, Msg.Events.close, {}, joinRef)
       const release = this.release(channel)
       return Effect.zipRight(
@@ -704,6 +776,18 @@ class ConnectionImpl implements Connection, Registration {
       return this.close(CloseCode.tryAgainLater, "too many broadcasts queued")
     }
     inbox.push(new Intercepted(channel, envelope))
+    this.wakeRun?.()
+  }
+
+  /**
+   * Ends a channel whose topic's stream lost something (from the topic's
+   * fiber): it is `Leaving` at once, and ends through the connection's
+   * fiber, in order with the frames before.
+   */
+  resync(channel: ChannelImpl): void {
+    channel.phase = Phase.Leaving
+    channel.reason = "resync"
+    ;(this.inbox ??= []).push(new Resync(channel))
     this.wakeRun?.()
   }
 
@@ -847,6 +931,9 @@ class ConnectionImpl implements Connection, Registration {
         return yield* connection.sendError(message, message.joinRef, { reason: "too many channels joined" })
       }
       const channel = new ChannelImpl(connection, topic, message.joinRef, message.ref, hooks, pattern)
+      const history = connection.broker.history.enabled ? connection.broker.history.of(topic) : undefined
+      const split = history === undefined ? undefined : splitPosition(message.payload)
+      const joinEvent = split === undefined ? toEvent(message) : { ...toEvent(message), payload: split.payload }
       const start = performance.now()
       // Subscribed before `join` runs, so that every broadcast published after
       // the hook read something (a presence state) reaches the client, after
@@ -856,7 +943,7 @@ class ConnectionImpl implements Connection, Registration {
       const exit = yield* Effect.uninterruptibleMask((restore) =>
         Effect.zipRight(
           connection.broker.subscribe(topic, channel),
-          Effect.flatMap(Effect.exit(restore(hooks.join(channel, toEvent(message)))), (exit) => {
+          Effect.flatMap(Effect.exit(restore(hooks.join(channel, joinEvent))), (exit) => {
             if (Exit.isFailure(exit) || exit.value._tag === "Refuse") return Effect.as(connection.release(channel), exit)
             connection.channels.set(topic, channel)
             channel.phase = Phase.Allowed
@@ -886,7 +973,20 @@ class ConnectionImpl implements Connection, Registration {
       }
       yield* connection.joinResult("allowed", pattern)
       yield* connection.logJoin(message, "JOINED", start)
-      yield* connection.send(Msg.reply(message.joinRef, message.ref, topic, "ok", exit.value.response))
+      let response = exit.value.response
+      let missed: ReadonlyArray<Envelope> | undefined
+      if (split !== undefined) {
+        const since = split.since
+        const recovery: Recovery | undefined = yield* connection.broker.recover(topic, since)
+        const position = recovery?.position
+        missed = since === undefined ? undefined : recovery?.missed
+        const recovered = missed !== undefined
+        // From where the stream goes on: after what the client had, when it recovers.
+        const from = recovered ? since : position
+        if (from !== undefined) channel.cursor = new Cursor(from.epoch, from.offset)
+        response = withRecovery(response, from, recovered)
+      }
+      yield* connection.send(Msg.reply(message.joinRef, message.ref, topic, "ok", response))
       while (channel.held !== undefined) {
         const held = channel.held
         channel.held = undefined
@@ -894,6 +994,8 @@ class ConnectionImpl implements Connection, Registration {
       }
       if (channel.phase !== Phase.Allowed) return
       channel.phase = Phase.Joined
+      // What the client missed, then what came during the join: the cursor drops what both hold.
+      if (missed !== undefined && missed.length > 0) channel.deliver(missed)
       const early = channel.early
       channel.early = undefined
       if (early !== undefined) channel.deliver(early)
@@ -918,8 +1020,17 @@ class ConnectionImpl implements Connection, Registration {
     return message.event === Msg.Events.leave ? Route.Leave : Route.Event
   }
 
-  handleFrame(decoded: Decoded | Intercepted): Effect.Effect<void> {
+  handleFrame(decoded: Decoded | Intercepted | Resync): Effect.Effect<void> {
     if (decoded instanceof Intercepted) return this.enqueue(decoded.channel, decoded.envelope)
+    if (decoded instanceof Resync) {
+      return Effect.zipRight(
+        Effect.annotateLogs(Effect.logWarning("broadcasts lost under the channel: its client rejoins to recover"), {
+          socket_id: this.logId,
+          topic: decoded.channel.topic
+        }),
+        this.terminate(decoded.channel, "resync")
+      )
+    }
     if (Either.isLeft(decoded)) {
       return Effect.zipRight(
         Effect.annotateLogs(Effect.logWarning("closing on a malformed frame"), "reason", decoded.left.reason),
@@ -947,7 +1058,7 @@ class ConnectionImpl implements Connection, Registration {
     }
   }
 
-  handleEach(frames: Array<Decoded | Intercepted>, index: number): Effect.Effect<void> {
+  handleEach(frames: Array<Decoded | Intercepted | Resync>, index: number): Effect.Effect<void> {
     return index === frames.length || this.closed
       ? Effect.void
       : Effect.flatMap(this.handleFrame(frames[index]!), () => this.handleEach(frames, index + 1))

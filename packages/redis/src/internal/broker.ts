@@ -182,7 +182,9 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
       subscribe: (topic, subscriber) => Effect.zipRight(local.subscribe(topic, subscriber), reconcile(topic)),
       unsubscribe: (topic, subscriber) => Effect.zipRight(local.unsubscribe(topic, subscriber), reconcile(topic)),
       subscribers: local.subscribers,
-      published: PubSub.subscribe(all)
+      published: PubSub.subscribe(all),
+      history: local.history,
+      recover: local.recover
     }
 
     // Starting is not held up by Redis: a node serves its own clients while
