@@ -13,7 +13,8 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { connectMany, protocols } from "./client.mjs"
+import WebSocket from "ws"
+import { connectClient, connectMany, protocols } from "./client.mjs"
 
 const here = dirname(fileURLToPath(import.meta.url))
 const root = join(here, "..", "..", "..")
@@ -40,11 +41,27 @@ const chat = join(root, "packages/example-chat/dist/server.mjs")
 // exported through OpenTelemetry (`GET /metrics`), then also an OpenTelemetry
 // tracer that makes every span and discards it (no exporter's cost).
 const servers = {
-  "effect-channels": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "false" } },
-  "effect-channels+metrics": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "true" } },
-  "effect-channels+otel": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "true", CHAT_TRACES: "discard" } },
+  "effect-channels": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "false", CHAT_HISTORY_SIZE: "0" } },
+  // The lobby with a history of 100 (missed-message recovery): the cost of positions against the
+  // plain topic above, and the time a client that missed 100 broadcasts takes to get them.
+  "effect-channels+history": {
+    entry: chat,
+    protocol: protocols.phoenix,
+    env: { CHAT_METRICS: "false", CHAT_HISTORY_SIZE: "100" },
+    recovers: true
+  },
+  "effect-channels+metrics": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "true", CHAT_HISTORY_SIZE: "0" } },
+  "effect-channels+otel": {
+    entry: chat,
+    protocol: protocols.phoenix,
+    env: { CHAT_METRICS: "true", CHAT_HISTORY_SIZE: "0", CHAT_TRACES: "discard" }
+  },
   // `new:msg` intercepted (handleOut passes it on unchanged): encoded per subscriber, not once.
-  "effect-channels+intercept": { entry: chat, protocol: protocols.phoenix, env: { CHAT_METRICS: "false", CHAT_INTERCEPT: "true" } },
+  "effect-channels+intercept": {
+    entry: chat,
+    protocol: protocols.phoenix,
+    env: { CHAT_METRICS: "false", CHAT_HISTORY_SIZE: "0", CHAT_INTERCEPT: "true" }
+  },
   socketio: { entry: join(here, "servers/socketio.mjs"), protocol: protocols.socketio },
   ws: { entry: join(here, "servers/bare-ws.mjs"), protocol: protocols.phoenix }
 }
@@ -161,6 +178,45 @@ const roundTrips = async (protocol, clients, seconds) => {
   return { p50: percentile(times, 50), p99: percentile(times, 99), count: times.length }
 }
 
+/**
+ * A client that saw `position` and then missed `count` broadcasts rejoins with
+ * it: the time from its join to the last of them, and whether it had each
+ * exactly once, in order.
+ */
+const recovery = async (protocol, port, sender, count) => {
+  const first = await connectClient(protocol, port, 1)
+  const position = await new Promise((resolve) => {
+    first.ws.send(JSON.stringify(["2", "2", "rooms:lobby", "phx_join", {}]))
+    first.onMessage = (text) => text.startsWith('["2","2"') && resolve(JSON.parse(text)[4].response._position)
+  })
+  first.ws.terminate()
+  for (let seq = 0; seq < count; seq++) protocol.push(sender.ws, "new:msg", { user: "bench", body: "missed", seq })
+  // Until the sender has its own last one: every broadcast is in the history.
+  await new Promise((resolve) => {
+    sender.onMessage = (text) => protocol.isBroadcast(text) && protocol.broadcastPayload(text).seq === count - 1 && resolve()
+  })
+  const ws = new WebSocket(protocol.url(port), { perMessageDeflate: false })
+  await new Promise((resolve) => ws.once("open", resolve))
+  const seen = []
+  const t0 = performance.now()
+  let recovered
+  await new Promise((resolve) => {
+    ws.on("message", (data) => {
+      const text = data.toString()
+      if (text.startsWith('["3","3"')) recovered = JSON.parse(text)[4].response._recovered
+      else if (protocol.isBroadcast(text)) {
+        seen.push(protocol.broadcastPayload(text).seq)
+        if (seen.length === count) resolve()
+      }
+    })
+    ws.send(JSON.stringify(["3", "3", "rooms:lobby", "phx_join", { _position: position }]))
+  })
+  const millis = performance.now() - t0
+  ws.terminate()
+  const inOrder = recovered === true && seen.join() === Array.from({ length: count }, (_, i) => i).join()
+  return { millis, inOrder }
+}
+
 const runServer = async (name) => {
   const { protocol } = servers[name]
   const { child, port } = await start(name)
@@ -213,6 +269,11 @@ const runServer = async (name) => {
     figures.rttP50 = rtt.result.p50
     figures.rttP99 = rtt.result.p99
     cpu.rtt = rtt.cpu
+    if (servers[name].recovers) {
+      const recovered = await recovery(protocol, port, sender, 100)
+      figures.recover100Millis = recovered.millis
+      figures.recoveredInOrder = recovered.inOrder ? 1 : 0
+    }
     for (const client of [sender, ...rest]) client.ws.terminate()
     return { figures, cpu }
   } finally {
@@ -231,7 +292,9 @@ const rows = [
   ["joinsPerSecond", `joins/s, connecting ${config.crowd}`, "higher", 0],
   ["rttP50", `push → reply p50 ms, ${config.rttClients} clients`, "lower", 3],
   ["rttP99", `push → reply p99 ms, ${config.rttClients} clients`, "lower", 3],
-  ["fanoutOutOfOrder", "subscribers that saw the burst out of order or incomplete", "lower", 0]
+  ["fanoutOutOfOrder", "subscribers that saw the burst out of order or incomplete", "lower", 0],
+  ["recover100Millis", "recovery: ms from a rejoin to the last of 100 missed broadcasts", "lower", 1],
+  ["recoveredInOrder", "recovery: the 100 replayed once, in order (1 = yes)", "higher", 0]
 ]
 
 const main = async () => {
@@ -245,7 +308,10 @@ const main = async () => {
   }
   const medians = Object.fromEntries(names.map((name) => [
     name,
-    Object.fromEntries(rows.map(([key]) => [key, median(all[name].map((r) => r.figures[key]))]))
+    Object.fromEntries(rows.map(([key]) => {
+      const values = all[name].map((r) => r.figures[key]).filter((value) => value !== undefined)
+      return [key, values.length === 0 ? undefined : median(values)]
+    }))
   ]))
   const info = {
     date: new Date().toISOString(),
@@ -261,7 +327,7 @@ const main = async () => {
   const isVariant = (name) => name.startsWith(`${ours}+`)
   const ratio = (name, key) => {
     const [top, bottom] = isVariant(name) ? [medians[name][key], medians[ours][key]] : [medians[ours][key], medians[name][key]]
-    return bottom === 0 ? "–" : `${(top / bottom).toFixed(2)}×`
+    return bottom === 0 || top === undefined || bottom === undefined ? "–" : `${(top / bottom).toFixed(2)}×`
   }
   const header = ["figure", ...names, ...ratioNames.map((name) => isVariant(name) ? `${name} / ours` : `ours / ${name}`)]
   const lines = [
@@ -270,7 +336,7 @@ const main = async () => {
     `| ${header.join(" | ")} |`,
     `| ${header.map(() => "---").join(" | ")} |`,
     ...rows.map(([key, label, , digits]) => {
-      const values = names.map((name) => medians[name][key].toFixed(digits))
+      const values = names.map((name) => medians[name][key]?.toFixed(digits) ?? "–")
       const ratios = ratioNames.map((name) => ratio(name, key))
       return `| ${label} | ${[...values, ...ratios].join(" | ")} |`
     })

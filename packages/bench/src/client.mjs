@@ -16,9 +16,11 @@ export const protocols = {
       }
     },
     push: (ws, event, payload, ref) => ws.send(JSON.stringify(["1", String(ref), lobby, event, payload])),
-    // A broadcast, or (intercepted by the channel, through `handleOut`) a push with the join ref.
+    // A broadcast, (intercepted by the channel, through `handleOut`) a push with the join ref, or
+    // (on a topic with a history) a broadcast with its position as its ref.
     isBroadcast: (text) =>
-      text.startsWith('[null,null,"rooms:lobby","new:msg"') || text.startsWith('["1",null,"rooms:lobby","new:msg"'),
+      text.startsWith('[null,null,"rooms:lobby","new:msg"') || text.startsWith('["1",null,"rooms:lobby","new:msg"') ||
+      (text.startsWith('[null,"') && text.includes('","rooms:lobby","new:msg"')),
     broadcastPayload: (text) => JSON.parse(text)[4],
     replyRef: (text) => {
       if (!text.includes('"phx_reply"')) return undefined
