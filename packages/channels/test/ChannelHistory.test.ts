@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
 import * as Broker from "../src/Broker.js"
 import * as ChannelBroadcaster from "../src/ChannelBroadcaster.js"
@@ -166,4 +167,32 @@ describe("ChannelHistory", () => {
       yield* ChannelTest.assertPush(lobby, "phx_error", { reason: "resync" })
       yield* ChannelTest.refutePush(lobby, "msg")
     }).pipe(Effect.provide(TestLayer)))
+})
+
+describe("ChannelHistory with handleOut", () => {
+  const Intercepting = ChannelHandler.layer({
+    join: (conn) => Effect.succeed(conn.allowJoin()),
+    intercept: {
+      events: ["msg"],
+      handleOut: (_conn, _event, payload) => Effect.succeed(Option.some({ ...(payload as object), seen: true }))
+    }
+  }).pipe(
+    Layer.provideMerge(ChannelTest.layer),
+    Layer.provide(Layer.orDie(ChannelHistory.layer({ "rooms:*": { size: 5, ttl: "1 minute" } })))
+  )
+
+  it.scoped("an intercepted broadcast is pushed with its position, live and replayed", () =>
+    Effect.gen(function*() {
+      const first = yield* ChannelTest.connect()
+      const lobby = yield* ChannelTest.join(first, "rooms:lobby")
+      const { epoch } = epochOf(lobby.reply)
+      yield* broadcast("rooms:lobby", 1)
+      yield* broadcast("rooms:lobby", 2)
+      yield* ChannelTest.assertPush(lobby, "msg", { n: 2, seen: true })
+      expect(broadcastsOf(first, "rooms:lobby")).toEqual([[`${epoch}:1`, { n: 1, seen: true }], [`${epoch}:2`, { n: 2, seen: true }]])
+      const second = yield* ChannelTest.connect()
+      const again = yield* ChannelTest.join(second, "rooms:lobby", { _position: `${epoch}:1` })
+      yield* ChannelTest.assertPush(again, "msg", { n: 2, seen: true })
+      expect(broadcastsOf(second, "rooms:lobby")).toEqual([[`${epoch}:2`, { n: 2, seen: true }]])
+    }).pipe(Effect.provide(Intercepting)))
 })

@@ -748,9 +748,19 @@ class ConnectionImpl implements Connection, Registration {
     return Effect.matchCauseEffect(handleOut(channel, event, payload), {
       onFailure: (cause) => this.failed(channel, undefined, cause),
       // What `handleOut` returns is the handler's: too large, it fails the handler, as a push would.
+      // On a topic with a history, the push carries the broadcast's position, as the broadcast would.
       onSuccess: (out) =>
         Option.isSome(out)
-          ? Effect.catchAll(channel.push(event, out.value), (error) => this.failed(channel, undefined, Cause.fail(error)))
+          ? Effect.catchAll(
+            envelope.position === undefined
+              ? channel.push(event, out.value)
+              : this.sendLimited(
+                Msg.push(channel.wireJoinRef, channel.topic, event, out.value, History.format(envelope.position)),
+                event,
+                channel
+              ),
+            (error) => this.failed(channel, undefined, Cause.fail(error))
+          )
           : Effect.void
     })
   }
