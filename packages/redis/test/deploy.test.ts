@@ -93,10 +93,14 @@ const client = (port: number) =>
       })
       socket.connect()
       const channel = socket.channel(topic, () => (state.position === undefined ? {} : { _position: state.position }))
-      channel.on("shout", (payload: { readonly n: number }, ref: string | null) => {
-        state.seen.push(payload.n)
-        if (ref !== null) state.position = ref
-      })
+      // The position is the broadcast's ref, which phoenix gives to `onMessage` (and to `on` callbacks).
+      channel.onMessage = (event: string, payload: unknown, ref: unknown) => {
+        if (event === "shout") {
+          state.seen.push((payload as { readonly n: number }).n)
+          if (typeof ref === "string") state.position = ref
+        }
+        return payload
+      }
       channel.join().receive("ok", (reply: { readonly _position: string; readonly _recovered: boolean }) => {
         state.joins.push(reply._recovered)
         state.position = reply._position
