@@ -45,6 +45,13 @@ const epochOf = (reply: unknown) => {
   return position
 }
 
+/** A first client of the lobby: its socket, its channel, and the epoch of the lobby's history. */
+const firstMember = Effect.gen(function*() {
+  const socket = yield* ChannelTest.connect()
+  const channel = yield* ChannelTest.join(socket, "rooms:lobby")
+  return { socket, channel, epoch: epochOf(channel.reply).epoch }
+})
+
 describe("ChannelHistory", () => {
   it("formats and parses positions, refusing what is not one", () => {
     expect(ChannelHistory.format({ epoch: "abc", offset: 7 })).toBe("abc:7")
@@ -78,9 +85,7 @@ describe("ChannelHistory", () => {
 
   it.scoped("a rejoin with its last position gets what it missed, in order, then live, each once", () =>
     Effect.gen(function*() {
-      const first = yield* ChannelTest.connect()
-      const lobby = yield* ChannelTest.join(first, "rooms:lobby")
-      const { epoch } = epochOf(lobby.reply)
+      const { channel: lobby, epoch, socket: first } = yield* firstMember
       yield* broadcast("rooms:lobby", 1)
       yield* ChannelTest.assertPush(lobby, "msg", { n: 1 })
       yield* ChannelTest.abort(first)
@@ -100,9 +105,7 @@ describe("ChannelHistory", () => {
 
   it.scoped("a position older than the history, from another epoch, or ahead is not recovered: nothing replayed", () =>
     Effect.gen(function*() {
-      const first = yield* ChannelTest.connect()
-      const lobby = yield* ChannelTest.join(first, "rooms:lobby")
-      const { epoch } = epochOf(lobby.reply)
+      const { epoch } = yield* firstMember
       for (let n = 1; n <= 8; n++) yield* broadcast("rooms:lobby", n)
       for (const position of [`${epoch}:2`, `other:8`, `${epoch}:9`, "garbage"]) {
         const socket = yield* ChannelTest.connect()
@@ -122,9 +125,7 @@ describe("ChannelHistory", () => {
 
   it.scoped("broadcasts expire after their ttl; a client that missed nothing still recovers", () =>
     Effect.gen(function*() {
-      const first = yield* ChannelTest.connect()
-      const lobby = yield* ChannelTest.join(first, "rooms:lobby")
-      const { epoch } = epochOf(lobby.reply)
+      const { epoch } = yield* firstMember
       yield* broadcast("rooms:lobby", 1)
       yield* broadcast("rooms:lobby", 2)
       yield* TestClock.adjust("2 minutes")
@@ -183,9 +184,7 @@ describe("ChannelHistory with handleOut", () => {
 
   it.scoped("an intercepted broadcast is pushed with its position, live and replayed", () =>
     Effect.gen(function*() {
-      const first = yield* ChannelTest.connect()
-      const lobby = yield* ChannelTest.join(first, "rooms:lobby")
-      const { epoch } = epochOf(lobby.reply)
+      const { channel: lobby, epoch, socket: first } = yield* firstMember
       yield* broadcast("rooms:lobby", 1)
       yield* broadcast("rooms:lobby", 2)
       yield* ChannelTest.assertPush(lobby, "msg", { n: 2, seen: true })
