@@ -6,6 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import { execFileSync } from "node:child_process"
 import * as Node from "./utils/node.js"
 import { until } from "./utils/members.js"
 import { check, nodePort, recoveringClient } from "./utils/recovery.js"
@@ -30,6 +31,20 @@ const range = (from: number, to: number) => Array.from({ length: to - from }, (_
 /** Waits until the node's broker reads the topic's history (Redis is reachable again). */
 const readable = (node: Node.TestNode, topic: string): Effect.Effect<void, never, Scope.Scope> =>
   until(node.broker.recover(topic, undefined), (recovery) => recovery?.position !== undefined, "a readable history", 10_000)
+
+/** The ids of a node's connections to Redis that have subscriptions. */
+const subscriberConnections = (node: Node.TestNode) =>
+  execFileSync("redis-cli", ["-p", "6379", "client", "list"], { encoding: "utf8" }).split("\n")
+    .filter((client) => client.includes(` name=${node.node.nodeId} `) && / sub=[1-9]/.test(client))
+    .map((client) => client.match(/^id=(\d+) /)![1]!)
+
+/** Kills a node's subscriber connection at Redis, as a network fault would. */
+const killSubscriber = (node: Node.TestNode) =>
+  Effect.sync(() => {
+    const [id] = subscriberConnections(node)
+    if (id === undefined) throw new Error(`no subscriber connection of ${node.node.nodeId}`)
+    execFileSync("redis-cli", ["-p", "6379", "client", "kill", "id", id])
+  })
 
 describe("RedisBroker histories", () => {
   it.scopedLive("a client cut off while 100 broadcasts flow recovers every one, once, in order, on the other node", () =>
@@ -59,6 +74,36 @@ describe("RedisBroker histories", () => {
       expect(before).toBeLessThan(100)
       yield* Effect.logInfo(`cut after ${before} of 100, all 100 in ${elapsed} ms`)
     }))
+
+  for (const after of [false, true]) {
+    it.scopedLive(
+      `a node whose subscriber connection dropped delivers what it missed from the history, in order${
+        after ? ", before a newer broadcast" : ", with no newer broadcast"
+      }`,
+      () =>
+        Effect.gen(function*() {
+          const [a, b] = yield* nodes({ "rooms:*": { size: 100, ttl: "1 minute" } })
+          const topic = "rooms:gap"
+          const client = recoveringClient(topic)
+          yield* client.connect(nodePort(a))
+          yield* broadcast(b, topic, range(0, 10))
+          yield* until(Effect.sync(() => client.ns().length), (n) => n === 10, "the first broadcasts")
+          yield* killSubscriber(a)
+          yield* broadcast(b, topic, range(10, 30))
+          if (after) {
+            // Once the subscriber is back (a join waits for its subscription), one more.
+            yield* until(Effect.sync(() => subscriberConnections(a).length), (n) => n === 1, "the subscriber back")
+            yield* broadcast(b, topic, [30])
+          }
+          const total = after ? 31 : 30
+          yield* until(Effect.sync(() => client.ns().length), (n) => n === total, "every broadcast", 10_000)
+          expect(client.ns()).toEqual(range(0, total))
+          expect(check(client.seen, range(0, total))).toEqual([])
+          // No rejoin: the node filled the gap, the channel saw none.
+          expect(client.seen.filter((entry) => entry._tag === "Joined")).toHaveLength(1)
+        })
+    )
+  }
 
   it.scopedLive("a position older than the history recovers nothing: _recovered false, and live broadcasts from the reply's position", () =>
     Effect.gen(function*() {

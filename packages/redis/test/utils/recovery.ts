@@ -80,6 +80,9 @@ export const recoveringClient = (topic: string): RecoveringClient => {
   const seen: Array<Seen> = []
   let position: ChannelHistory.Position | undefined
   let current: { socket: Socket; proxy: Proxy } | undefined
+  // A cut connection hears nothing more, though what reached the client's
+  // kernel before the cut could still be read from it.
+  let connection = 0
   const broadcast = (payload: unknown, ref: unknown) => {
     const at = ChannelHistory.parse(ref)
     if (at === undefined) throw new Error(`a broadcast without a position: ${String(ref)}`)
@@ -106,12 +109,16 @@ export const recoveringClient = (topic: string): RecoveringClient => {
           (socket) => Effect.sync(() => socket.disconnect())
         )
         current = { socket, proxy: through }
+        const live = ++connection
         const channel = socket.channel(topic, () => (position === undefined ? {} : { _position: ChannelHistory.format(position) }))
         // The client calls `on` callbacks with the message's `ref` too, which @types/phoenix leaves out.
-        channel.on("shout", broadcast as (payload?: unknown) => void)
+        channel.on("shout", ((payload: unknown, ref: unknown) => {
+          if (live === connection) broadcast(payload, ref)
+        }) as (payload?: unknown) => void)
         const before = joins()
         // Every join reply, the rejoins after a resync included.
         channel.join().receive("ok", (reply: Record<string, unknown>) => {
+          if (live !== connection) return
           const at = ChannelHistory.parse(reply[ChannelHistory.positionField])
           if (at === undefined) throw new Error(`a join reply without a position: ${JSON.stringify(reply)}`)
           position = at
@@ -121,6 +128,7 @@ export const recoveringClient = (topic: string): RecoveringClient => {
       }),
     cut: Effect.sync(() => {
       if (current === undefined) return
+      connection++
       current.proxy.cut()
       current.socket.disconnect()
       current = undefined
