@@ -88,7 +88,7 @@ describe("Redis Cluster", () => {
       yield* eventually(() => recovering.every(({ client }) => client.ns().length === 20), "20 broadcasts per topic", 10_000)
       for (const { client } of recovering) {
         expect(check(client.seen, ns)).toEqual([])
-        expect(client.seen.filter((entry) => entry._tag === "Joined").map(({ recovered }) => recovered)).toEqual([false, true])
+        expect(client.joins().map(({ recovered }) => recovered)).toEqual([false, true])
       }
     }), 60_000)
 })

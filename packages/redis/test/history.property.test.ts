@@ -84,7 +84,7 @@ const run = (clientCount: number, homes: ReadonlyArray<number>, actions: Readonl
     yield* Effect.sleep("50 millis")
     for (const [i, client] of clients.entries()) {
       expect(check(client.seen, truth), `client ${i}`).toEqual([])
-      const joins = client.seen.filter((entry) => entry._tag === "Joined")
+      const joins = client.joins()
       // The first join offers no position; every rejoin recovers (the history holds every broadcast).
       expect(joins.slice(1).every(({ recovered }) => recovered), `client ${i}'s rejoins`).toBe(true)
     }

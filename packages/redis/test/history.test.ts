@@ -9,7 +9,7 @@ import type * as Scope from "effect/Scope"
 import { execFileSync } from "node:child_process"
 import * as Node from "./utils/node.js"
 import { until } from "./utils/members.js"
-import { check, nodePort, recoveringClient } from "./utils/recovery.js"
+import { check, nodePort, received, recoveringClient } from "./utils/recovery.js"
 import { redisServerWith } from "./utils/redis.js"
 
 const url = "redis://127.0.0.1:6379"
@@ -46,6 +46,16 @@ const killSubscriber = (node: Node.TestNode) =>
     execFileSync("redis-cli", ["-p", "6379", "client", "kill", "id", id])
   })
 
+/** A client of `topic` on `a` that has seen the broadcasts 0 to `count - 1`, sent from `b`. */
+const following = (a: Node.TestNode, b: Node.TestNode, topic: string, count: number) =>
+  Effect.gen(function*() {
+    const client = recoveringClient(topic)
+    yield* client.connect(nodePort(a))
+    yield* broadcast(b, topic, range(0, count))
+    yield* received(client, count)
+    return client
+  })
+
 describe("RedisBroker histories", () => {
   it.scopedLive("a client cut off while 100 broadcasts flow recovers every one, once, in order, on the other node", () =>
     Effect.gen(function*() {
@@ -60,16 +70,16 @@ describe("RedisBroker histories", () => {
         (n) => Effect.zipRight(broadcast(b, topic, [n]), Effect.sleep("2 millis")),
         { discard: true }
       ))
-      yield* until(Effect.sync(() => client.ns().length), (n) => n >= 20, "the first broadcasts")
+      yield* received(client, 20, { atLeast: true })
       yield* client.cut
       const before = client.ns().length
       yield* client.connect(nodePort(b))
       yield* sending.await
-      yield* until(Effect.sync(() => client.ns().length), (n) => n >= 100, "every broadcast", 10_000)
+      yield* received(client, 100, { atLeast: true, timeout: 10_000 })
       const elapsed = Date.now() - started
       expect(client.ns()).toEqual(range(0, 100))
       expect(check(client.seen, range(0, 100))).toEqual([])
-      const joins = client.seen.filter((entry) => entry._tag === "Joined")
+      const joins = client.joins()
       expect(joins.map(({ recovered }) => recovered)).toEqual([false, true])
       expect(before).toBeLessThan(100)
       yield* Effect.logInfo(`cut after ${before} of 100, all 100 in ${elapsed} ms`)
@@ -84,10 +94,7 @@ describe("RedisBroker histories", () => {
         Effect.gen(function*() {
           const [a, b] = yield* nodes({ "rooms:*": { size: 100, ttl: "1 minute" } })
           const topic = "rooms:gap"
-          const client = recoveringClient(topic)
-          yield* client.connect(nodePort(a))
-          yield* broadcast(b, topic, range(0, 10))
-          yield* until(Effect.sync(() => client.ns().length), (n) => n === 10, "the first broadcasts")
+          const client = yield* following(a, b, topic, 10)
           yield* killSubscriber(a)
           yield* broadcast(b, topic, range(10, 30))
           if (after) {
@@ -96,11 +103,11 @@ describe("RedisBroker histories", () => {
             yield* broadcast(b, topic, [30])
           }
           const total = after ? 31 : 30
-          yield* until(Effect.sync(() => client.ns().length), (n) => n === total, "every broadcast", 10_000)
+          yield* received(client, total, { timeout: 10_000 })
           expect(client.ns()).toEqual(range(0, total))
           expect(check(client.seen, range(0, total))).toEqual([])
           // No rejoin: the node filled the gap, the channel saw none.
-          expect(client.seen.filter((entry) => entry._tag === "Joined")).toHaveLength(1)
+          expect(client.joins()).toHaveLength(1)
         })
     )
   }
@@ -109,17 +116,14 @@ describe("RedisBroker histories", () => {
     Effect.gen(function*() {
       const [a, b] = yield* nodes({ "rooms:*": { size: 10, ttl: "1 minute" } })
       const topic = "rooms:old"
-      const client = recoveringClient(topic)
-      yield* client.connect(nodePort(a))
-      yield* broadcast(b, topic, range(0, 5))
-      yield* until(Effect.sync(() => client.ns().length), (n) => n === 5, "the first broadcasts")
+      const client = yield* following(a, b, topic, 5)
       yield* client.cut
       yield* broadcast(a, topic, range(5, 55))
       yield* client.connect(nodePort(b))
       yield* broadcast(a, topic, [55])
-      yield* until(Effect.sync(() => client.ns().length), (n) => n === 6, "the live broadcast")
+      yield* received(client, 6)
       expect(client.ns()).toEqual([0, 1, 2, 3, 4, 55])
-      const rejoin = client.seen.filter((entry) => entry._tag === "Joined")[1]
+      const rejoin = client.joins()[1]
       expect(rejoin).toMatchObject({ recovered: false, position: { offset: 55 } })
       expect(check(client.seen, range(0, 56))).toEqual([])
     }))
@@ -134,29 +138,24 @@ describe("RedisBroker histories", () => {
           const redis = yield* redisServerWith({ persistent })
           const [a, b] = yield* nodes({ "rooms:*": { size: 100, ttl: "1 minute" } }, { url: redis.url })
           const topic = "rooms:restart"
-          const client = recoveringClient(topic)
-          yield* client.connect(nodePort(a))
-          yield* broadcast(b, topic, range(0, 10))
-          yield* until(Effect.sync(() => client.ns().length), (n) => n === 10, "the first broadcasts")
+          const client = yield* following(a, b, topic, 10)
           yield* client.cut
           yield* broadcast(b, topic, range(10, 15))
           const epoch = client.last()!.epoch
-          yield* readable(a, topic).pipe(
-            Effect.flatMap(() => until(a.broker.recover(topic, undefined), (r) => r?.position?.offset === 15, "15 stored"))
-          )
+          yield* until(a.broker.recover(topic, undefined), (r) => r?.position?.offset === 15, "15 stored")
           yield* redis.stop
           yield* redis.start
           yield* readable(b, topic)
           yield* client.connect(nodePort(b))
           yield* broadcast(a, topic, [15])
-          const rejoin = client.seen.filter((entry) => entry._tag === "Joined")[1]!
+          const rejoin = client.joins()[1]!
           if (persistent) {
-            yield* until(Effect.sync(() => client.ns().length), (n) => n === 16, "the missed and the live broadcasts")
+            yield* received(client, 16)
             expect(rejoin).toMatchObject({ recovered: true, position: { epoch, offset: 10 } })
             expect(client.ns()).toEqual(range(0, 16))
             expect(check(client.seen, range(0, 16))).toEqual([])
           } else {
-            yield* until(Effect.sync(() => client.ns().length), (n) => n === 11, "the live broadcast")
+            yield* received(client, 11)
             expect(rejoin.recovered).toBe(false)
             expect(rejoin.position.epoch).not.toBe(epoch)
             expect(rejoin.position.offset).toBe(0)
@@ -166,4 +165,25 @@ describe("RedisBroker histories", () => {
         })
     )
   }
+
+  it.scopedLive("while Redis is unreachable, a broadcast on a topic with a history is dropped and counted, even on its own node", () =>
+    Effect.gen(function*() {
+      const redis = yield* redisServerWith({ persistent: true })
+      const [a, b] = yield* nodes({ "rooms:*": { size: 100, ttl: "1 minute" } }, { url: redis.url })
+      const topic = "rooms:down"
+      const client = yield* following(a, b, topic, 3)
+      yield* redis.stop
+      yield* until(a.broker.recover(topic, undefined), (recovery) => recovery?.position === undefined, "Redis unreachable")
+      const dropped = (yield* a.node.stats).dropped
+      yield* broadcast(a, topic, [100])
+      expect((yield* a.node.stats).dropped).toBe(dropped + 1)
+      yield* redis.start
+      yield* readable(a, topic)
+      yield* broadcast(a, topic, [3])
+      yield* received(client, 4)
+      // The dropped one reached no one, the sender's node included, and the stream goes on without a gap.
+      expect(client.ns()).toEqual(range(0, 4))
+      expect(check(client.seen, range(0, 4))).toEqual([])
+      expect(client.joins()).toHaveLength(1)
+    }))
 })

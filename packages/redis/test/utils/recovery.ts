@@ -69,6 +69,8 @@ export interface RecoveringClient {
   readonly cut: Effect.Effect<void>
   /** The broadcasts seen, by their `n`. */
   readonly ns: () => Array<number>
+  /** The join replies seen. */
+  readonly joins: () => Array<Extract<Seen, { readonly _tag: "Joined" }>>
 }
 
 const portOf = (url: string) => Number(new URL(url).port)
@@ -89,9 +91,10 @@ export const recoveringClient = (topic: string): RecoveringClient => {
     position = at
     seen.push({ _tag: "Broadcast", n: (payload as { n: number }).n, position: at })
   }
-  const joins = () => seen.filter(({ _tag }) => _tag === "Joined").length
+  const joins = () => seen.flatMap((entry) => (entry._tag === "Joined" ? [entry] : []))
   return {
     seen,
+    joins,
     last: () => position,
     ns: () => seen.flatMap((entry) => (entry._tag === "Broadcast" ? [entry.n] : [])),
     connect: (port) =>
@@ -115,7 +118,7 @@ export const recoveringClient = (topic: string): RecoveringClient => {
         channel.on("shout", ((payload: unknown, ref: unknown) => {
           if (live === connection) broadcast(payload, ref)
         }) as (payload?: unknown) => void)
-        const before = joins()
+        const before = joins().length
         // Every join reply, the rejoins after a resync included.
         channel.join().receive("ok", (reply: Record<string, unknown>) => {
           if (live !== connection) return
@@ -124,7 +127,7 @@ export const recoveringClient = (topic: string): RecoveringClient => {
           position = at
           seen.push({ _tag: "Joined", recovered: reply[ChannelHistory.recoveredField] === true, position: at })
         })
-        yield* until(Effect.sync(joins), (count) => count > before, `the join of ${topic}`, 5000)
+        yield* until(Effect.sync(() => joins().length), (count) => count > before, `the join of ${topic}`, 5000)
       }),
     cut: Effect.sync(() => {
       if (current === undefined) return
@@ -135,6 +138,15 @@ export const recoveringClient = (topic: string): RecoveringClient => {
     })
   }
 }
+
+/** Waits until the client has seen `count` broadcasts (or more, with `atLeast`). */
+export const received = (client: RecoveringClient, count: number, options: { readonly atLeast?: boolean; readonly timeout?: number } = {}) =>
+  until(
+    Effect.sync(() => client.ns().length),
+    (n) => (options.atLeast === true ? n >= count : n === count),
+    `${count} broadcasts`,
+    options.timeout ?? 5000
+  )
 
 /**
  * Checks what a client saw against the topic's broadcasts (`truth[k - 1]` at
