@@ -128,6 +128,28 @@ describe("RedisBroker histories", () => {
       expect(check(client.seen, range(0, 56))).toEqual([])
     }))
 
+  it.scopedLive("a missed broadcast past its ttl recovers nothing, though the stream lives on", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* nodes({ "rooms:*": { size: 1000, ttl: "300 millis" } })
+      const topic = "rooms:ttl"
+      const client = yield* following(a, b, topic, 1)
+      yield* client.cut
+      const last = client.last()
+      // Broadcasts keep the stream alive (each one refreshes its expiry) while the first missed one ages.
+      let n = 1
+      yield* until(
+        Effect.suspend(() => Effect.zipRight(broadcast(b, topic, [n++]), a.broker.recover(topic, last))),
+        (recovery) => recovery?.position !== undefined && recovery.missed === undefined,
+        "the first missed broadcast expired"
+      )
+      yield* client.connect(nodePort(b))
+      yield* broadcast(b, topic, [n])
+      yield* received(client, 2)
+      expect(client.ns()).toEqual([0, n])
+      expect(client.joins()[1]).toMatchObject({ recovered: false, position: { offset: n } })
+      expect(check(client.seen, range(0, n + 1))).toEqual([])
+    }))
+
   for (const persistent of [true, false]) {
     it.scopedLive(
       persistent
