@@ -119,6 +119,7 @@ describe("RedisBroker histories", () => {
       const client = yield* following(a, b, topic, 5)
       yield* client.cut
       yield* broadcast(a, topic, range(5, 55))
+      yield* until(a.broker.recover(topic, undefined), (recovery) => recovery?.position?.offset === 55, "55 stored")
       yield* client.connect(nodePort(b))
       yield* broadcast(a, topic, [55])
       yield* received(client, 6)
