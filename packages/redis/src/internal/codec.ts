@@ -39,8 +39,8 @@ export interface Decoded {
 }
 
 /**
- * Encodes a broadcast sent by `node`, with its position if it has one.
- * Throws `Unencodable` for a payload that JSON cannot carry (a `BigInt`, a
+ * Encodes a broadcast sent by `node`, as version 1 (a position is Redis's
+ * to add). Throws `Unencodable` for a payload that JSON cannot carry (a `BigInt`, a
  * cycle), which no client could read either.
  */
 export const encode = (node: string, envelope: Broker.Envelope): Buffer => {
@@ -64,21 +64,14 @@ export const encode = (node: string, envelope: Broker.Envelope): Buffer => {
   const eventLength = Buffer.byteLength(event, "utf8")
   const except = envelope.except
   const exceptLength = except === undefined ? 0 : Buffer.byteLength(except, "utf8")
-  const position = envelope.position === undefined ? undefined : ChannelHistory.format(envelope.position)
-  const positionLength = position === undefined ? 0 : Buffer.byteLength(position, "utf8")
-  if (positionLength > 255) throw new Unencodable("position too long")
-  const size = 3 + nodeLength + (position === undefined ? 0 : 1 + positionLength) + 4 + topicLength + 4 + eventLength + (except === undefined ? 0 : 4 + exceptLength) +
+  const size = 3 + nodeLength + 4 + topicLength + 4 + eventLength + (except === undefined ? 0 : 4 + exceptLength) +
     body.byteLength
   const frame = Buffer.allocUnsafe(size)
-  frame[0] = position === undefined ? version : positionedVersion
+  frame[0] = version
   frame[1] = (binary ? binaryFlag : 0) | (except === undefined ? 0 : exceptFlag)
   frame[2] = nodeLength
   let offset = 3
   offset += frame.write(node, offset, "utf8")
-  if (position !== undefined) {
-    frame[offset++] = positionLength
-    offset += frame.write(position, offset, "utf8")
-  }
   offset = frame.writeUInt32BE(topicLength, offset)
   offset += frame.write(topic, offset, "utf8")
   offset = frame.writeUInt32BE(eventLength, offset)

@@ -2,7 +2,7 @@
  * The connections to Redis, behind one small interface so that the broker
  * reads the same on a single server and on a Redis Cluster.
  *
- * Single server: two ioredis connections, one for commands (PUBLISH, the
+ * Single server: two ioredis connections, one for commands (PUBLISH, the history scripts, the
  * heartbeat scripts) and one in subscriber mode. Redis Cluster: one ioredis
  * `Cluster`, with `shardedSubscribers` for SSUBSCRIBE/SPUBLISH (a subscriber
  * connection per master, each channel on the shard of its slot), which
