@@ -26,6 +26,30 @@
  * Redis is unreachable, or while a node is reconnecting, does not reach the
  * other nodes, and is counted in `stats.dropped`.
  *
+ * Histories: with `ChannelHistory` provided to its layer, the broker keeps
+ * the histories of the matching topics in Redis, so that a client rejoining
+ * on any node recovers what it missed.
+ *
+ * ```ts
+ * RedisBroker.layerBroadcaster({ url, prefix: "chat" }).pipe(
+ *   Layer.provide(ChannelHistory.layer({ "rooms:*": { size: 100, ttl: "2 minutes" } }))
+ * )
+ * ```
+ *
+ * Per topic, a hash `<prefix>:history-meta:<topic>` (`epoch`, `offset`;
+ * expires `positionTtl` after the last broadcast or recovery) and a stream
+ * `<prefix>:history:<topic>` (an entry per broadcast, id `<offset>-0`, trimmed
+ * to `size`, expiring `ttl` after the last broadcast, entries older than
+ * `ttl` never replayed). One Lua script gives a broadcast its position,
+ * stores it and publishes it, so Redis orders a topic's broadcasts for every
+ * node, the sender's included: a node delivers them as Redis sends them
+ * back, never before. While Redis is unreachable they are dropped (and
+ * counted), not delivered without a position. A node fills the gaps of its
+ * subscription (a dropped subscriber connection) from the stream. A Redis
+ * that restarts with its data keeps the histories; one that comes back empty
+ * lost them, and the next broadcast or join starts a new epoch: clients
+ * rejoining then get `_recovered: false`.
+ *
  * @since 0.1.0
  */
 import { Broker, ChannelBroadcaster } from "@effect-channels/core"
@@ -61,7 +85,7 @@ export interface Options {
   readonly maxPendingPublishes?: number
   /** How long starting waits for Redis before serving this node alone (it joins once Redis is reachable). Default 5 s. */
   readonly connectTimeout?: Duration.DurationInput
-  /** How long a join waits for its topic's SUBSCRIBE, and a cluster-wide count for Redis's answer. Default 2 s. */
+  /** How long a join waits for its topic's SUBSCRIBE, and a cluster-wide count or a history read for Redis's answer. Default 2 s. */
   readonly subscribeTimeout?: Duration.DurationInput
   /** How often a node writes its connection count to Redis. Default 5 s. */
   readonly heartbeatInterval?: Duration.DurationInput
@@ -84,10 +108,12 @@ export class RedisBrokerConfigError extends Data.TaggedError("RedisBrokerConfigE
 }
 
 /**
- * What a node counts. Broadcasts to other nodes that were dropped (Redis
- * unreachable, too many pending, a payload JSON cannot carry) are in
- * `dropped`; messages from Redis that could not be read (another format
- * version, not ours) in `malformed`.
+ * What a node counts. Broadcasts to other nodes (or on a topic with a
+ * history, to any) that were dropped (Redis unreachable, too many pending, a
+ * payload JSON cannot carry) are in `dropped`; messages from Redis that could
+ * not be read (another format version, not ours) in `malformed`; `received`
+ * counts the broadcasts Redis brought, a node's own on topics with a history
+ * included.
  *
  * @since 0.1.0
  * @category models

@@ -1,12 +1,14 @@
 /**
  * Redis Cluster with sharded pub/sub: three masters started by the test,
- * made one cluster with `redis-cli --cluster create`, two nodes on it.
+ * made one cluster with `redis-cli --cluster create`, two nodes on it;
+ * classic pub/sub and histories on the same cluster.
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { execFileSync } from "node:child_process"
 import * as Node from "./utils/node.js"
 import { eventually, member, shouts, until } from "./utils/members.js"
+import { check, nodePort, recoveringClient } from "./utils/recovery.js"
 import { redisCluster } from "./utils/redis.js"
 
 const topics = Array.from({ length: 12 }, (_, i) => `rooms:${i}`)
@@ -65,5 +67,28 @@ describe("Redis Cluster", () => {
       for (let n = 0; n < 10; n++) onC.channel.push("shout", { n })
       yield* eventually(() => shouts(onD.seen).length === 10, "10 classic shouts on d", 10_000)
       expect(shouts(onD.seen)).toEqual(Array.from({ length: 10 }, (_, n) => ({ n })))
+
+      // Histories on the cluster: each topic's keys and SPUBLISH on its shard, recovery on the other node.
+      const history = { ...options, prefix: Node.uniquePrefix("cluster-history") }
+      const histories = { "rooms:*": { size: 100, ttl: "1 minute" } } as const
+      const e = yield* Node.start(history, histories)
+      const f = yield* Node.start(history, histories)
+      const recovering = topics.slice(0, 4).map((topic) => ({ topic, client: recoveringClient(topic) }))
+      yield* Effect.forEach(recovering, ({ client }) => client.connect(nodePort(e)), { discard: true })
+      const ns = Array.from({ length: 20 }, (_, n) => n)
+      for (const { topic } of recovering) {
+        for (const n of ns.slice(0, 10)) yield* f.broadcaster.broadcast(topic, "shout", { n })
+      }
+      yield* eventually(() => recovering.every(({ client }) => client.ns().length === 10), "10 broadcasts per topic on e")
+      for (const { client, topic } of recovering) {
+        yield* client.cut
+        for (const n of ns.slice(10)) yield* e.broadcaster.broadcast(topic, "shout", { n })
+        yield* client.connect(nodePort(f))
+      }
+      yield* eventually(() => recovering.every(({ client }) => client.ns().length === 20), "20 broadcasts per topic", 10_000)
+      for (const { client } of recovering) {
+        expect(check(client.seen, ns)).toEqual([])
+        expect(client.joins().map(({ recovered }) => recovered)).toEqual([false, true])
+      }
     }), 60_000)
 })

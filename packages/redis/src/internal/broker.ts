@@ -1,4 +1,4 @@
-import { Broker, ChannelMetrics } from "@effect-channels/core"
+import { Broker, ChannelHistory, ChannelMetrics } from "@effect-channels/core"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as PubSub from "effect/PubSub"
@@ -7,8 +7,10 @@ import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type { Resolved } from "./config.js"
 import * as Codec from "./codec.js"
+import * as History from "./history.js"
 import * as Link from "./link.js"
 import { metrics } from "./metrics.js"
+import { Sequencer } from "./sequencer.js"
 
 /** @internal */
 export interface Stats {
@@ -29,6 +31,9 @@ export interface Made {
 /** At most one warning of each kind per interval, with the count since the last one. */
 const warnEvery = 10_000
 
+/** The local broker under this one keeps no history: positions are Redis's. */
+const noHistory: ChannelHistory.Config = { of: () => undefined, enabled: false }
+
 /**
  * A broker over Redis. Delivery on this node is the local broker's (one
  * fiber per topic, one encode per serializer, batches): what this node
@@ -37,12 +42,18 @@ const warnEvery = 10_000
  * A node's own messages, which Redis also sends back to it, are skipped by
  * their origin, so they reach local subscribers once.
  *
+ * A topic with a history is the exception: its broadcasts go to Redis only,
+ * where a script gives each its position as it stores and publishes it, and
+ * every node, this one included, delivers them as Redis sends them back,
+ * in the order of their positions (see `Sequencer`).
+ *
  * @internal
  */
 export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> =>
   Effect.gen(function*() {
     const runtime = yield* Effect.runtime<never>()
-    const local = yield* Broker.makeLocal
+    const history = yield* ChannelHistory.ChannelHistory
+    const local = yield* Effect.provideService(Broker.makeLocal, ChannelHistory.ChannelHistory, noHistory)
     const all = yield* Effect.acquireRelease(PubSub.unbounded<Broker.Envelope>(), PubSub.shutdown)
     const inbox = yield* Effect.acquireRelease(Queue.unbounded<Broker.Envelope>(), Queue.shutdown)
     const stats: Stats = { published: 0, received: 0, dropped: 0, malformed: 0 }
@@ -70,7 +81,7 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
 
     const drop = (why: string) => {
       count("dropped")
-      warn("dropped", `effect-channels/redis: broadcasts to other nodes dropped (${why})`)
+      warn("dropped", `effect-channels/redis: broadcasts to other nodes, or on topics with a history, dropped (${why})`)
     }
 
     let pending = 0
@@ -107,11 +118,15 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
             return
           }
           count("received")
-          Queue.unsafeOffer(inbox, decoded.envelope)
+          if (decoded.envelope.position === undefined) Queue.unsafeOffer(inbox, decoded.envelope)
+          else sequencer.receive(decoded.envelope)
         },
         reconnected: () => {
           if (remote.size === 0) return
-          for (const topic of remote) link.subscribe(channelOf(topic)).catch(ignore)
+          // What was published while the subscriber connection was down is read from the histories.
+          for (const topic of remote) {
+            link.subscribe(channelOf(topic)).then(() => sequencer.check(topic), ignore)
+          }
           Runtime.runFork(runtime)(Effect.logInfo("effect-channels/redis: connected to Redis, topics subscribed").pipe(
             Effect.annotateLogs({ node: config.nodeId, topics: remote.size })
           ))
@@ -120,13 +135,37 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
       }
     }
 
-    // Envelopes from other nodes, in the order Redis delivered them, to the local topics.
+    const historyKeys = (topic: string) => History.keys(config.prefix, topic, config.cluster !== undefined)
+
+    // Bounded, so that a join or a gap fill never waits on a Redis that does not answer.
+    const read = (topic: string, since: ChannelHistory.Position | undefined, options: ChannelHistory.Resolved) =>
+      new Promise<History.Read>((resolve, reject) => {
+        if (!link.writable()) return reject(new Error("Redis is unreachable"))
+        const timer = setTimeout(() => reject(new Error("Redis did not answer")), Duration.toMillis(config.subscribeTimeout))
+        link.history("read", historyKeys(topic), History.readArgs(since, options)).then(
+          (reply) => resolve(History.parseRead(reply, since, options)),
+          reject
+        ).finally(() => clearTimeout(timer))
+      })
+
+    const sequencer = new Sequencer(
+      (envelope) => Queue.unsafeOffer(inbox, envelope),
+      (topic, since) => {
+        const options = history.of(topic)
+        return options === undefined ? Promise.reject(new Error("no history")) : read(topic, since, options)
+      },
+      (topic) => remote.has(topic)
+    )
+
+    // Envelopes from Redis, in the order Redis delivered them, to the local topics.
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(
       Queue.takeBetween(inbox, 1, Number.MAX_SAFE_INTEGER),
       (envelopes) => Effect.forEach(envelopes, local.publish, { discard: true })
     )))
 
-    const send = (envelope: Broker.Envelope) => {
+    // Without a position from Redis, a broadcast on a topic with a history is
+    // delivered nowhere: never out of the order of positions.
+    const send = (envelope: Broker.Envelope, options: ChannelHistory.Resolved | undefined) => {
       if (!link.writable()) return drop("Redis is unreachable")
       if (pending >= config.maxPendingPublishes) return drop("too many publishes waiting for Redis")
       let frame: Buffer
@@ -136,7 +175,11 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
         return drop(error instanceof Error ? error.message : String(error))
       }
       pending++
-      link.publish(channelOf(envelope.message.topic), frame).then(settled, failed)
+      const { topic } = envelope.message
+      const sent = options === undefined
+        ? link.publish(channelOf(topic), frame)
+        : link.history("append", historyKeys(topic), History.appendArgs(frame, channelOf(topic), options, link.publishCommand))
+      sent.then(settled, failed)
     }
 
     const subscribers = (topic: string) => Effect.runSync(local.subscribers(topic))
@@ -158,6 +201,7 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
         } else if (here === 0 && remote.has(topic)) {
           remote.delete(topic)
           acks.delete(topic)
+          sequencer.forget(topic)
           link.unsubscribe(channelOf(topic)).catch(ignore)
         }
         if (record && remote.size !== before) metrics.topics.unsafeModify(remote.size - before, [])
@@ -172,19 +216,34 @@ export const make = (config: Resolved): Effect.Effect<Made, never, Scope.Scope> 
       })
 
     const broker: Broker.Service = {
-      publish: (envelope) =>
-        Effect.zipRight(
-          local.publish(envelope),
-          Effect.zipRight(PubSub.publish(all, envelope), Effect.sync(() => send(envelope)))
-        ),
+      publish: (envelope) => {
+        const options = history.enabled && envelope.position === undefined ? history.of(envelope.message.topic) : undefined
+        const published = Effect.zipRight(PubSub.publish(all, envelope), Effect.sync(() => send(envelope, options)))
+        return options === undefined ? Effect.zipRight(local.publish(envelope), published) : published
+      },
       // This node's subscribers only: presence diffs, which each node makes for its own clients.
       publishLocal: (envelope) => Effect.zipRight(local.publish(envelope), PubSub.publish(all, envelope)),
       subscribe: (topic, subscriber) => Effect.zipRight(local.subscribe(topic, subscriber), reconcile(topic)),
       unsubscribe: (topic, subscriber) => Effect.zipRight(local.unsubscribe(topic, subscriber), reconcile(topic)),
       subscribers: local.subscribers,
       published: PubSub.subscribe(all),
-      history: local.history,
-      recover: local.recover
+      history,
+      recover: (topic, since) => {
+        const options = history.of(topic)
+        if (options === undefined) return Effect.succeed(undefined)
+        return Effect.promise(() =>
+          read(topic, since, options).then(
+            (found) => {
+              sequencer.baseline(topic, found.position)
+              return History.recovery(found)
+            },
+            (error: unknown) => {
+              warn("error", `effect-channels/redis: history of ${topic} not read (${error instanceof Error ? error.message : String(error)})`)
+              return History.unreachable
+            }
+          )
+        )
+      }
     }
 
     // Starting is not held up by Redis: a node serves its own clients while

@@ -2,9 +2,10 @@
  * The format of a broadcast between nodes. One Redis message is one
  * broadcast, in binary so that a binary payload travels byte for byte:
  *
- *   u8  version (1)
+ *   u8  version: 1, or 2 for a broadcast with its position
  *   u8  flags: 1 = the payload is binary, 2 = an `except` connection follows
  *   u8  length of the origin node id, then its UTF-8 bytes
+ *   [version 2: u8 length of the position, then `epoch:offset` in ASCII]
  *   u32 length of the topic, then its UTF-8 bytes
  *   u32 length of the event, then its UTF-8 bytes
  *   [u32 length of `except`, then its UTF-8 bytes]
@@ -12,12 +13,18 @@
  *
  * A node that reads a version it does not know drops the message and counts
  * it: nodes of two versions can run side by side during a deploy, each
- * delivering what it understands.
+ * delivering what it understands. Version 2 is what Redis publishes for a
+ * topic with a history: the script that gives a broadcast its position
+ * (see `history.ts`) turns the version 1 frame a node sent into version 2,
+ * so that a node that predates histories refuses it instead of misreading it.
  */
-import { Broker, Message } from "@effect-channels/core"
+import { Broker, ChannelHistory, Message } from "@effect-channels/core"
 
 /** @internal */
 export const version = 1
+
+/** The version of a frame that carries its position. @internal */
+export const positionedVersion = 2
 
 const binaryFlag = 1
 const exceptFlag = 2
@@ -32,9 +39,9 @@ export interface Decoded {
 }
 
 /**
- * Encodes a broadcast sent by `node`. Throws `Unencodable` for a payload
- * that JSON cannot carry (a `BigInt`, a cycle), which no client could read
- * either.
+ * Encodes a broadcast sent by `node`, as version 1 (a position is Redis's
+ * to add). Throws `Unencodable` for a payload that JSON cannot carry (a `BigInt`, a
+ * cycle), which no client could read either.
  */
 export const encode = (node: string, envelope: Broker.Envelope): Buffer => {
   const { event, payload, topic } = envelope.message
@@ -79,12 +86,14 @@ export const encode = (node: string, envelope: Broker.Envelope): Buffer => {
 
 /**
  * Decodes a frame: the broadcast and its origin node, or a reason it cannot
- * be read; `undefined` for a frame from `self`, whose payload is not parsed
- * (Redis sends a node its own broadcasts back).
+ * be read; `undefined` for a frame from `self` without a position, whose
+ * payload is not parsed (Redis sends a node its own broadcasts back, which
+ * it delivered already). A node delivers its own broadcasts with a position
+ * only as Redis sends them back, in the order of their positions.
  */
-export const decode = (frame: Buffer, self: string): Decoded | string | undefined => {
+export const decode = (frame: Buffer, self: string | undefined): Decoded | string | undefined => {
   if (frame.byteLength < 3) return "truncated frame"
-  if (frame[0] !== version) return `unknown version ${frame[0]}`
+  if (frame[0] !== version && frame[0] !== positionedVersion) return `unknown version ${frame[0]}`
   const flags = frame[1]!
   let offset = 3
   const text = (length: number): string | undefined => {
@@ -100,7 +109,14 @@ export const decode = (frame: Buffer, self: string): Decoded | string | undefine
     return text(length)
   }
   const node = text(frame[2]!)
-  if (node === self) return undefined
+  let position: ChannelHistory.Position | undefined
+  if (frame[0] === positionedVersion) {
+    if (offset >= frame.byteLength) return "truncated frame"
+    position = ChannelHistory.parse(text(frame[offset++]!))
+    if (position === undefined) return "unreadable position"
+  } else if (node === self) {
+    return undefined
+  }
   const topic = sized()
   const event = sized()
   const except = (flags & exceptFlag) === 0 ? undefined : sized()
@@ -118,5 +134,5 @@ export const decode = (frame: Buffer, self: string): Decoded | string | undefine
       return "payload is not JSON"
     }
   }
-  return { node, envelope: new Broker.Envelope(Message.broadcast(topic, event, payload), except) }
+  return { node, envelope: new Broker.Envelope(Message.broadcast(topic, event, payload), except, position) }
 }

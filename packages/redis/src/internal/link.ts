@@ -2,7 +2,7 @@
  * The connections to Redis, behind one small interface so that the broker
  * reads the same on a single server and on a Redis Cluster.
  *
- * Single server: two ioredis connections, one for commands (PUBLISH, the
+ * Single server: two ioredis connections, one for commands (PUBLISH, the history scripts, the
  * heartbeat scripts) and one in subscriber mode. Redis Cluster: one ioredis
  * `Cluster`, with `shardedSubscribers` for SSUBSCRIBE/SPUBLISH (a subscriber
  * connection per master, each channel on the shard of its slot), which
@@ -13,6 +13,7 @@
  * and nothing piles up.
  */
 import { Cluster, Redis } from "ioredis"
+import * as History from "./history.js"
 
 /** @internal */
 export interface Link {
@@ -23,6 +24,12 @@ export interface Link {
   readonly unsubscribe: (channel: string) => Promise<unknown>
   /** Runs the heartbeat or cluster-count script (keys in one slot). */
   readonly script: (name: "heartbeat" | "count" | "goodbye", keys: Array<string>, args: Array<string>) => Promise<unknown>
+  /**
+   * Runs a history script (see `history.ts`), its replies' strings as
+   * buffers; `PUBLISH` or `SPUBLISH` is the command that carries broadcasts.
+   */
+  readonly history: (name: "append" | "read", keys: Array<string>, args: Array<string | Buffer>) => Promise<unknown>
+  readonly publishCommand: "PUBLISH" | "SPUBLISH"
   /** Resolves when the connections are ready, the first time. */
   readonly ready: Promise<void>
   readonly close: () => Promise<void>
@@ -93,12 +100,13 @@ return 1`
   }
 } as const
 
-type Scripted = {
-  [K in keyof typeof scripts]: (...args: Array<string>) => Promise<unknown>
-}
+type Scripted =
+  & { [K in keyof typeof scripts]: (...args: Array<string>) => Promise<unknown> }
+  & { [K in keyof typeof History.scripts as `${K}Buffer`]: (...args: Array<string | Buffer>) => Promise<unknown> }
 
+// ioredis runs each by EVALSHA, and by EVAL when Redis does not have it (a restart, a SCRIPT FLUSH).
 const define = (client: Redis | Cluster) => {
-  for (const [name, script] of Object.entries(scripts)) {
+  for (const [name, script] of [...Object.entries(scripts), ...Object.entries(History.scripts)]) {
     client.defineCommand(name, { numberOfKeys: script.numberOfKeys, lua: script.lua })
   }
   return client as unknown as Scripted
@@ -140,6 +148,8 @@ export const standalone = (url: string, name: string, handlers: Handlers): Link 
     subscribe: (channel) => subscriber.subscribe(channel),
     unsubscribe: (channel) => subscriber.unsubscribe(channel),
     script: (name, keys, args) => scripted[name](...keys, ...args),
+    history: (name, keys, args) => scripted[`${name}Buffer`](...keys, ...args),
+    publishCommand: "PUBLISH",
     ready: Promise.all([onceReady(commands), onceReady(subscriber)]).then(() => undefined),
     close: () => Promise.all([closeClient(commands), closeClient(subscriber)]).then(() => undefined)
   }
@@ -200,6 +210,8 @@ export const cluster = (
     subscribe: sharded ? (channel) => client.ssubscribe(channel) : (channel) => client.subscribe(channel),
     unsubscribe: sharded ? (channel) => client.sunsubscribe(channel) : (channel) => client.unsubscribe(channel),
     script: (name, keys, args) => scripted[name](...keys, ...args),
+    history: (name, keys, args) => scripted[`${name}Buffer`](...keys, ...args),
+    publishCommand: sharded ? "SPUBLISH" : "PUBLISH",
     ready,
     close: () => closeClient(client)
   }

@@ -20,8 +20,11 @@ const counter = (name: string, description: string) => Metric.counter(name, { de
 /** @internal */
 export const metrics = {
   published: counter(names.published, "Broadcasts to other nodes that Redis acknowledged"),
-  received: counter(names.received, "Broadcasts from other nodes received from Redis"),
-  dropped: counter(names.dropped, "Broadcasts to other nodes dropped: Redis unreachable, too many pending, or not JSON"),
+  received: counter(names.received, "Broadcasts received from Redis: from other nodes, and a node's own on topics with a history"),
+  dropped: counter(
+    names.dropped,
+    "Broadcasts to other nodes, or on topics with a history, dropped: Redis unreachable, too many pending, or not JSON"
+  ),
   malformed: counter(names.malformed, "Messages from Redis that could not be read (another format version)"),
   topics: Metric.gauge(names.topics, { description: "Topics this node is subscribed to at Redis" })
 }

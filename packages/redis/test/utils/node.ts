@@ -2,7 +2,7 @@
  * A node of the cluster in this process: the test channel served by
  * `NodeChannelServer` on an ephemeral port, over the Redis broker.
  */
-import { Broker, ChannelBroadcaster } from "@effect-channels/core"
+import { Broker, ChannelBroadcaster, ChannelHistory } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -26,20 +26,23 @@ export interface TestNode {
   readonly stop: Effect.Effect<void>
 }
 
-/** A layer serving the test channel on `port` (0: any free one) over Redis. */
-export const layer = (options: RedisBroker.Options, port = 0) =>
+/** The histories of a node's topics, if it keeps any (see `ChannelHistory.layer`). */
+export type Histories = Readonly<Record<string, ChannelHistory.TopicOptions>>
+
+/** A layer serving the test channel on `port` (0: any free one) over Redis, with `histories` kept in Redis. */
+export const layer = (options: RedisBroker.Options, port = 0, histories: Histories = {}) =>
   HttpServer.serve(HttpRouter.empty).pipe(
     Layer.provideMerge(NodeChannelServer.layer(createServer, { port, host: "127.0.0.1" })),
     Layer.provideMerge(Rooms),
-    Layer.provideMerge(RedisBroker.layerBroadcaster(options))
+    Layer.provideMerge(RedisBroker.layerBroadcaster(options).pipe(Layer.provide(ChannelHistory.layer(histories))))
   )
 
 /** Starts a node for the life of the scope (or until `stop`). */
-export const start = (options: RedisBroker.Options): Effect.Effect<TestNode, never, Scope.Scope> =>
+export const start = (options: RedisBroker.Options, histories: Histories = {}): Effect.Effect<TestNode, never, Scope.Scope> =>
   Effect.gen(function*() {
     const outer = yield* Effect.scope
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
-    const context = yield* Layer.buildWithScope(layer(options), scope).pipe(Effect.orDie)
+    const context = yield* Layer.buildWithScope(layer(options, 0, histories), scope).pipe(Effect.orDie)
     const address = Context.get(context, HttpServer.HttpServer).address
     if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")
     return {

@@ -42,7 +42,7 @@ export interface RedisProcess {
   readonly url: string
   /** Kills the server (SIGKILL: no goodbye to its clients). */
   readonly stop: Effect.Effect<void>
-  /** Starts a new server on the same port, empty. */
+  /** Starts a new server on the same port: empty, unless persistent. */
   readonly start: Effect.Effect<void>
   /** Sends the server a signal: SIGSTOP freezes it (connections stay open, nothing is answered), SIGCONT resumes it. */
   readonly signal: (signal: NodeJS.Signals) => Effect.Effect<void>
@@ -70,13 +70,18 @@ const serve = (port: number, dir: string, extra: Array<string>) => {
   return child
 }
 
-/** A `redis-server` on a free port, for the life of the scope. */
-export const redisServer: Effect.Effect<RedisProcess, never, Scope.Scope> = Effect.gen(function*() {
+/**
+ * A `redis-server` on a free port, for the life of the scope; with
+ * `persistent`, an append-only file written on every command, which a
+ * restart reads back.
+ */
+export const redisServerWith = (options: { readonly persistent: boolean }): Effect.Effect<RedisProcess, never, Scope.Scope> => Effect.gen(function*() {
   const port = yield* freePort
   const dir = mkdtempSync(join(tmpdir(), "ec-redis-"))
+  const extra = options.persistent ? ["--appendonly", "yes", "--appendfsync", "always"] : []
   let child: ChildProcess | undefined
   const start = Effect.suspend(() => {
-    child = serve(port, dir, [])
+    child = serve(port, dir, extra)
     return awaitPing(port)
   })
   const stop = Effect.suspend(() => kill(child))
@@ -84,6 +89,9 @@ export const redisServer: Effect.Effect<RedisProcess, never, Scope.Scope> = Effe
   const signal = (name: NodeJS.Signals) => Effect.sync(() => void child?.kill(name))
   return { port, url: `redis://127.0.0.1:${port}`, stop, start, signal }
 })
+
+/** A `redis-server` on a free port that keeps nothing, for the life of the scope. */
+export const redisServer: Effect.Effect<RedisProcess, never, Scope.Scope> = redisServerWith({ persistent: false })
 
 /** Three masters on free ports made one Redis Cluster, for the life of the scope: their URLs. */
 export const redisCluster: Effect.Effect<ReadonlyArray<string>, never, Scope.Scope> = Effect.gen(function*() {
