@@ -1,1 +1,1 @@
-export default ["packages/channels", "packages/node", "packages/integration", "packages/example-chat", "packages/redis"]
+export default ["packages/channels", "packages/client", "packages/node", "packages/integration", "packages/example-chat", "packages/redis"]
