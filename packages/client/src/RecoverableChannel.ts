@@ -151,9 +151,22 @@ export const isPosition = (ref: unknown): ref is string =>
 const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === "object" && value !== null && !Array.isArray(value)
 
+const epochOf = (position: string) => position.slice(0, position.lastIndexOf(":"))
+const offsetOf = (position: string) => Number(position.slice(position.lastIndexOf(":") + 1))
+
+/** Whether `position` is at or before `last`, in the same epoch: a broadcast had already. */
+const isBehind = (position: string, last: string | undefined) =>
+  last !== undefined && epochOf(position) === epochOf(last) && offsetOf(position) <= offsetOf(last)
+
 /**
  * Makes a recoverable channel on `socket` (`socket.channel(topic, ...)`),
  * not joined yet: bind its events, then `join()` it, as with any channel.
+ *
+ * A broadcast whose position the channel has had already is not given to
+ * its callbacks: phoenix hands a channel every broadcast of its topic, and
+ * the broadcasts to a channel of the same topic that is still leaving (a
+ * join that timed out, a channel left and made again) can reach it before
+ * its own join's reply, then come again in what the join replays.
  *
  * @since 0.1.0
  * @category constructors
@@ -167,6 +180,8 @@ export const make = (
   let position = isPosition(options.position) ? options.position : undefined
   let since: string | undefined
   let joined: Joined | undefined
+  // Whether the message being dispatched is one the channel has had.
+  let repeated = false
   const ownParams = typeof params === "function" ? params : () => params
 
   const advance = (next: string | undefined) => {
@@ -194,8 +209,9 @@ export const make = (
       next = isPosition(replied) ? replied : undefined
       if (positionField in response || recoveredField in response) handled = { ...payload, response: rest }
     }
-    joined = { recovered, since, position: next }
-    advance(next)
+    // What came before the reply, and will be replayed, stays had.
+    advance(next !== undefined && isBehind(next, position) ? position : next)
+    joined = { recovered, since, position }
     options.onJoin?.(joined)
     return handled
   }
@@ -203,15 +219,25 @@ export const make = (
   const previous = channel.onMessage
   channel.onMessage = function(this: Channel, event: string, payload: unknown, ref: unknown, joinRef?: unknown) {
     let handled = payload
+    repeated = false
     if (event === "phx_reply") {
       // A join's ref is its join ref; any other reply has a ref of its own.
       if (ref != null && ref === joinRef && isRecord(payload) && payload["status"] === "ok") {
         handled = onJoinReply(payload)
       }
     } else if (joinRef == null && isPosition(ref)) {
-      advance(ref)
+      repeated = isBehind(ref, position)
+      if (!repeated) advance(ref)
     }
     return (previous as (this: Channel, ...args: ReadonlyArray<unknown>) => unknown).call(this, event, handled, ref, joinRef)
+  }
+
+  // `onMessage` cannot drop a message: the callbacks bound through `on` skip the repeated ones.
+  const on = channel.on
+  channel.on = function(this: Channel, event: string, callback: (payload?: unknown, ref?: unknown, joinRef?: unknown) => void) {
+    return on.call(this, event, (payload?: unknown, ref?: unknown, joinRef?: unknown) => {
+      if (!repeated) return callback(payload, ref, joinRef)
+    })
   }
 
   return {

@@ -41,19 +41,28 @@ export const transports: ReadonlyArray<Transport> = ["server", "route", "platfor
  */
 export const rawTransports: ReadonlyArray<Transport> = [...transports, "longpoll"]
 
+export interface StartOptions extends NodeChannelServer.Options {
+  readonly transport?: Transport
+  /**
+   * The broadcaster and its broker (default `ChannelBroadcaster.layerLocal`):
+   * say the local one with histories, `ChannelBroadcaster.layerLocal.pipe(Layer.provide(ChannelHistory.layer(...)))`.
+   */
+  readonly broadcaster?: Layer.Layer<ChannelBroadcaster.ChannelBroadcaster | Broker.Broker, unknown>
+}
+
 /** Serves `handler` at `/socket` for the life of the scope. */
 export const startServer = (
   handler: Layer.Layer<ChannelHandler, never, Broker.Broker | ChannelBroadcaster.ChannelBroadcaster>,
-  options: NodeChannelServer.Options & { readonly transport?: Transport } = {}
+  options: StartOptions = {}
 ): Effect.Effect<TestServer, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const { transport = "server", ...options_ } = options
+    const { broadcaster = ChannelBroadcaster.layerLocal, transport = "server", ...options_ } = options
     // A secret, so that the servers do not warn of a generated one (`longPoll: {}` for the default).
     // Over long-poll, a client that goes away (stops polling) is found 1.5 windows later: a short window.
     const socketOptions: ChannelSocket.Options = options_.longPoll === undefined
       ? { ...options_, longPoll: { secret: "test-secret", ...(transport === "longpoll" ? { window: "200 millis" } : {}) } }
       : options_
-    const channels = handler.pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
+    const channels = handler.pipe(Layer.provideMerge(broadcaster))
     const listen = { port: 0, host: "127.0.0.1" }
     const served = transport === "server" || transport === "longpoll"
       ? HttpServer.serve(HttpRouter.empty).pipe(
