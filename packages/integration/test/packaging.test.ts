@@ -20,10 +20,12 @@ import * as Client from "./utils/phoenixClient.js"
 const run = promisify(execFile)
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..")
 const fixture = join(root, "packages", "integration", "fixtures", "consumer")
-const published = ["channels", "node", "redis"]
+const published = ["channels", "node", "redis", "client"]
 
 /** The install line of the README, for the Effect 3 line. */
 const installLine = ["effect@^3.22", "@effect/platform@^0.97", "@effect/platform-node@^0.108"]
+/** What the app's phoenix client needs (`@effect-channels/client` takes its `Socket`). */
+const clientLine = ["phoenix@^1.8", "ws@^8"]
 /** What the app's own build and test files need. */
 const devTools = ["typescript@5.9.3", "@types/node@^20", "@effect/vitest@0.30.0", "vitest@3.2.7", "esbuild@^0.25"]
 
@@ -70,6 +72,27 @@ const joined = (channel: Channel) =>
       .receive("timeout", () => resume(Effect.dieMessage("join timed out")))
   })
 
+interface ClientRun {
+  readonly response?: unknown
+  readonly message?: unknown
+  readonly joins: ReadonlyArray<unknown>
+  readonly position: string
+}
+
+/** Runs the app's `dist/client.js` against the server: its JSON line. */
+const clientRun = async (app: string, port: number, position?: string): Promise<ClientRun> => {
+  const args = ["dist/client.js", String(port), ...(position === undefined ? [] : [position])]
+  const { stdout } = await run(process.execPath, args, { cwd: app, timeout: 10_000 })
+  return JSON.parse(stdout) as ClientRun
+}
+
+const post = (port: number, topic: string, body: string) =>
+  fetch(`http://127.0.0.1:${port}/broadcast`, {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ topic, body })
+  }).then((res) => res.json() as Promise<{ readonly connected: number }>)
+
 const presenceKeys = (channel: Channel) =>
   Effect.map(Client.next(channel, "presence_state", 5000), (state) => Object.keys(state as object).sort())
 
@@ -80,7 +103,7 @@ describe("the packages, installed from their tarballs", () => {
   it.live("install, type-check under nodenext, node16 and bundler, build, run with node, and serve phoenix clients", () =>
     Effect.gen(function*() {
       yield* Effect.promise(async () => {
-        await sh("pnpm", ["--filter", "@effect-channels/core", "--filter", "@effect-channels/node", "--filter", "@effect-channels/redis", "build"], root)
+        await sh("pnpm", ["--filter", "@effect-channels/core", "--filter", "@effect-channels/node", "--filter", "@effect-channels/redis", "--filter", "@effect-channels/client", "build"], root)
         const packs = join(workdir, "packs")
         for (const name of published) {
           await sh("pnpm", ["pack", "--pack-destination", packs], join(root, "packages", name))
@@ -88,7 +111,7 @@ describe("the packages, installed from their tarballs", () => {
         cpSync(fixture, app, { recursive: true })
         writeFileSync(join(app, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }))
         const tarballs = readdirSync(packs).map((file) => join(packs, file))
-        await sh("npm", ["install", "--no-audit", "--prefer-offline", ...tarballs, ...installLine], app)
+        await sh("npm", ["install", "--no-audit", "--prefer-offline", ...tarballs, ...installLine, ...clientLine], app)
         await sh("npm", ["install", "--no-audit", "--prefer-offline", "--save-dev", ...devTools], app)
       })
 
@@ -100,6 +123,9 @@ describe("the packages, installed from their tarballs", () => {
       expect(Object.keys(node.dependencies).sort()).toEqual(["@types/ws", "ws"])
       const redis = JSON.parse(readFileSync(join(app, "node_modules/@effect-channels/redis/package.json"), "utf8"))
       expect(Object.keys(redis.dependencies).sort()).toEqual(["ioredis"])
+      const client = JSON.parse(readFileSync(join(app, "node_modules/@effect-channels/client/package.json"), "utf8"))
+      expect(Object.keys(client.dependencies)).toEqual(["@types/phoenix"])
+      expect(Object.keys(client.peerDependencies)).toEqual(["phoenix"])
       const shipped = readdirSync(join(app, "node_modules/@effect-channels/core")).sort()
       expect(shipped).toEqual(["LICENSE", "README.md", "dist", "package.json", "src"])
 
@@ -140,16 +166,21 @@ describe("the packages, installed from their tarballs", () => {
         expect(yield* Client.push(adaRoom, "echo", { n: 1 })).toEqual(["ok", { n: 1 }])
 
         const posted = yield* Effect.fork(Effect.all([Client.next(adaRoom, "new:msg"), Client.next(bobRoom, "new:msg")]))
-        const response = yield* Effect.promise(() =>
-          fetch(`http://127.0.0.1:${server.port}/broadcast`, {
-            method: "PUT",
-            headers: { "content-type": "application/json" },
-            body: JSON.stringify({ topic: "rooms:1", body: "from http" })
-          }).then((res) => res.json() as Promise<{ readonly connected: number }>)
-        )
+        const response = yield* Effect.promise(() => post(server.port, "rooms:1", "from http"))
         expect(response.connected).toBe(2)
         expect(yield* Fiber.join(posted)).toEqual([{ body: "from http" }, { body: "from http" }])
       }))
+
+      // The app's recoverable channel: a first join, then one from its position after a missed broadcast.
+      const first = yield* Effect.promise(() => clientRun(app, server.port))
+      expect(first.response).toEqual({ welcome: "rooms:recoverable" })
+      expect(first.joins).toEqual([{ recovered: false, position: first.position }])
+      expect(first.position).toMatch(/^.+:0$/)
+      yield* Effect.promise(() => post(server.port, "rooms:recoverable", "missed"))
+      const second = yield* Effect.promise(() => clientRun(app, server.port, first.position))
+      expect(second.message).toEqual({ body: "missed" })
+      expect(second.joins).toEqual([{ recovered: true, since: first.position, position: first.position }])
+      expect(second.position).toBe(first.position.replace(/:0$/, ":1"))
       expect(yield* Effect.promise(() => stop(server.child))).toBe(0)
 
       const bundled = yield* Effect.promise(() => start(app, "bundle.cjs"))
