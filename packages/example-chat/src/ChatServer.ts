@@ -4,12 +4,13 @@
  * any channel (a body of at most {@link maxBodySize}, else 413, with a
  * `Content-Length`, else 411), the chat page at `/` with its icon
  * (`/favicon.svg`, also answered at `/favicon.ico`, where browsers and tools
- * look without a link), and `GET /metrics` (Prometheus' text format) unless
- * metrics are off. With a Redis URL, the node joins the others on that
+ * look without a link), the page's scripts (`/phoenix.js`, and
+ * `/recoverable-channel.js` from `@effect-channels/client`), and
+ * `GET /metrics` (Prometheus' text format) unless metrics are off. With a Redis URL, the node joins the others on that
  * Redis: broadcasts and `PUT /broadcast` reach every node's members, and
  * long-poll sessions work whichever node a request reaches.
  */
-import { ChannelBroadcaster, ChannelMetrics, type ChannelSocket, SessionRelay } from "@effect-channels/core"
+import { ChannelBroadcaster, ChannelHistory, ChannelMetrics, type ChannelSocket, SessionRelay } from "@effect-channels/core"
 import { NodeChannelServer } from "@effect-channels/node"
 import { ClusterConnections, RedisBroker, RedisLongPoll, RedisPresence } from "@effect-channels/redis"
 import * as HttpRouter from "@effect/platform/HttpRouter"
@@ -18,6 +19,7 @@ import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Data from "effect/Data"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Layer from "effect/Layer"
@@ -32,10 +34,11 @@ import * as Telemetry from "./Telemetry.js"
 
 const page = readFileSync(new URL("../public/index.html", import.meta.url), "utf8")
 const icon = readFileSync(new URL("../public/favicon.svg", import.meta.url), "utf8")
-const phoenixClient = readFileSync(
-  join(dirname(createRequire(import.meta.url).resolve("phoenix")), "phoenix.min.js"),
-  "utf8"
-)
+const require_ = createRequire(import.meta.url)
+const phoenixClient = readFileSync(join(dirname(require_.resolve("phoenix")), "phoenix.min.js"), "utf8")
+// The client package's one module, as built (it imports nothing); its source map is not served.
+const recoverableChannel = readFileSync(require_.resolve("@effect-channels/client/RecoverableChannel"), "utf8")
+  .replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n")
 
 const PostedMessage = Schema.Struct({ user: Schema.String, body: Schema.String })
 
@@ -80,6 +83,10 @@ export const router = HttpRouter.empty.pipe(
     "/phoenix.js",
     HttpServerResponse.text(phoenixClient, { contentType: "text/javascript; charset=utf-8" })
   ),
+  HttpRouter.get(
+    "/recoverable-channel.js",
+    HttpServerResponse.text(recoverableChannel, { contentType: "text/javascript; charset=utf-8" })
+  ),
   HttpRouter.get("/favicon.svg", HttpServerResponse.text(icon, { contentType: "image/svg+xml" })),
   HttpRouter.get("/favicon.ico", HttpServerResponse.text(icon, { contentType: "image/svg+xml" })),
   HttpRouter.put("/broadcast", postToLobby)
@@ -112,7 +119,18 @@ export class ChatHttpServer extends Http.Server {
   }
 }
 
+/** The lobby's history, by default: what a page that lost its connection for a while gets back. */
+export const defaultHistory = { size: 100, ttl: "2 minutes" } as const
+
 export interface ChannelsOptions extends LobbyChannel.Options {
+  /**
+   * How many of the lobby's last broadcasts are kept, for a page that lost
+   * its connection to get what it missed when it rejoins (default 100; 0:
+   * none kept, nothing recovered).
+   */
+  readonly historySize?: number | undefined
+  /** How long they are kept (default 2 minutes). */
+  readonly historyTtl?: Duration.DurationInput | undefined
   /** A Redis to join the other nodes on (`redis://127.0.0.1:6379`); none: this process alone. */
   readonly redisUrl?: string | undefined
   /** The prefix of the chat's Redis channels and keys (default `chat`): the nodes of one chat share it. */
@@ -122,15 +140,23 @@ export interface ChannelsOptions extends LobbyChannel.Options {
 /**
  * The channels of the chat: the lobby and its presence, in this process; or,
  * with `redisUrl`, over Redis: broadcasts through `RedisBroker`, presence
- * replicated by `RedisPresence`, so that the nodes are one chat.
+ * replicated by `RedisPresence`, so that the nodes are one chat. The lobby
+ * keeps a history (`ChannelHistory`) unless `historySize` is 0.
  */
 export const channels = (options: ChannelsOptions = {}) => {
+  const size = options.historySize ?? defaultHistory.size
+  // The broker keeps the lobby's history (each node's own, over Redis).
+  const history = size === 0
+    ? Layer.empty
+    : ChannelHistory.layer({ [LobbyChannel.lobby]: { size, ttl: options.historyTtl ?? defaultHistory.ttl } })
   if (options.redisUrl === undefined) {
-    return LobbyChannel.layerWith(options).pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal))
+    return LobbyChannel.layerWith(options).pipe(
+      Layer.provideMerge(ChannelBroadcaster.layerLocal.pipe(Layer.provide(history)))
+    )
   }
   const redis = { url: options.redisUrl, prefix: options.redisPrefix ?? "chat" }
   return LobbyChannel.layerWith(options, RedisPresence.layerPresence(redis)).pipe(
-    Layer.provideMerge(RedisBroker.layerBroadcaster(redis))
+    Layer.provideMerge(RedisBroker.layerBroadcaster(redis).pipe(Layer.provide(history)))
   )
 }
 

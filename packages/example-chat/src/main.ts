@@ -9,6 +9,11 @@
  *   benchmark's servers log nothing).
  * - `CHAT_INTERCEPT`: `true` sends `new:msg` through `handleOut` (the benchmark's cost of `intercept`).
  * - `CHAT_METRICS`: `false` turns off metrics (and `GET /metrics`).
+ * - `CHAT_HISTORY_SIZE`: how many of the lobby's last broadcasts are kept for
+ *   pages that lost their connection (0 to 100000; 0: none, no recovery);
+ *   default 100.
+ * - `CHAT_HISTORY_TTL`: how long they are kept (a duration: `30 seconds`,
+ *   `2 minutes`); default `2 minutes`.
  * - `CHAT_TRACES`: where spans go: `none` (default), `console` or `discard`.
  * - `REDIS_URL`: a Redis to join the other nodes on (one chat across
  *   processes); none (default): this process alone, no Redis needed.
@@ -19,10 +24,12 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
 import * as Console from "effect/Console"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Layer from "effect/Layer"
+import type { ChannelHistory } from "@effect-channels/core"
 import type { RedisBroker, RedisLongPoll, RedisPresence } from "@effect-channels/redis"
 import * as ChatServer from "./ChatServer.js"
 import * as Telemetry from "./Telemetry.js"
@@ -36,6 +43,29 @@ const port = Config.string("PORT").pipe(
   )
 )
 
+const historySize = Config.string("CHAT_HISTORY_SIZE").pipe(
+  Config.withDefault("100"),
+  Config.mapOrFail((value) =>
+    /^\d{1,6}$/.test(value) && Number(value) <= 100_000
+      ? Either.right(Number(value))
+      : Either.left(
+        ConfigError.InvalidData([], `CHAT_HISTORY_SIZE must be a number from 0 to 100000, got ${JSON.stringify(value)}`)
+      )
+  )
+)
+
+const historyTtl = Config.string("CHAT_HISTORY_TTL").pipe(
+  Config.withDefault("2 minutes"),
+  Config.mapOrFail((value) => {
+    const ttl = Option.filter(Duration.decodeUnknown(value), (ttl) => Duration.toMillis(ttl) >= 1 && Duration.isFinite(ttl))
+    return Option.isSome(ttl)
+      ? Either.right(ttl.value)
+      : Either.left(
+        ConfigError.InvalidData([], `CHAT_HISTORY_TTL must be a duration such as "2 minutes", got ${JSON.stringify(value)}`)
+      )
+  })
+)
+
 const settings = Config.all({
   port,
   host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1")),
@@ -46,6 +76,8 @@ const settings = Config.all({
     Config.string("CHAT_LOG_LEVEL").pipe(Config.withDefault("true")),
     (value): false | undefined => value === "false" ? false : undefined
   ),
+  historySize,
+  historyTtl,
   interceptMessages: Config.map(Config.string("CHAT_INTERCEPT").pipe(Config.withDefault("false")), (value) => value === "true"),
   metrics: Config.map(Config.string("CHAT_METRICS").pipe(Config.withDefault("true")), (value) => value !== "false"),
   traces: Config.string("CHAT_TRACES").pipe(
@@ -63,12 +95,13 @@ const describe = (
   error:
     | ConfigError.ConfigError
     | ChatServer.ListenError
+    | ChannelHistory.ChannelHistoryConfigError
     | RedisBroker.RedisBrokerConfigError
     | RedisPresence.RedisPresenceError
     | RedisLongPoll.RedisLongPollConfigError
 ): string =>
-  error._tag === "ListenError" || error._tag === "RedisBrokerConfigError" || error._tag === "RedisPresenceError" ||
-    error._tag === "RedisLongPollConfigError"
+  error._tag === "ListenError" || error._tag === "ChannelHistoryConfigError" || error._tag === "RedisBrokerConfigError" ||
+    error._tag === "RedisPresenceError" || error._tag === "RedisLongPollConfigError"
     ? error.message
     : ConfigError.reduceWithContext(error, undefined, {
       andCase: (_, left, right) => [left, right].join("; "),

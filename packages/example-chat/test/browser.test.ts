@@ -5,6 +5,7 @@
 import { expect, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { Chromium, count, openPage, type Person, startChat } from "./fixtures/browser.js"
+import * as TcpProxy from "./fixtures/tcpProxy.js"
 
 const sorted = (names: ReadonlyArray<string>) => [...names].sort()
 
@@ -20,6 +21,20 @@ const onlineAre = (person: Person, names: ReadonlyArray<string>) =>
     JSON.stringify(view.online) === JSON.stringify(sorted(names)))
 
 const shows = (person: Person, line: string) => person.until(`"${line}"`, (view) => view.log.includes(line))
+
+/** What the page says when a rejoin could not get back what it missed. */
+const gap = "Messages sent while you were away are not shown: the lobby no longer has them."
+
+/** Posts a message into the lobby from outside any channel (`PUT /broadcast`). */
+const post = (base: string, user: string, body: string) =>
+  Effect.promise(async () => {
+    const response = await fetch(`${base}/broadcast`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ user, body })
+    })
+    expect(response.status).toBe(200)
+  })
 
 /**
  * What is wrong with the layout for a person at this width: the document
@@ -137,7 +152,45 @@ layer(Chromium.layer, { excludeTestServices: true, timeout: "30 seconds" })("the
         expect(view.log.filter((line) => line.includes("not sent yet"))).toEqual([])
       }
       expect([(yield* ada.view).notices, (yield* bob.view).notices]).toEqual(noticesBefore)
+      // The restarted server's history is a new one: each page says once that it missed what it could not get.
+      for (const person of [ada, bob]) expect(count(yield* person.view, gap)).toBe(1)
       expect([...ada.problems, ...bob.problems]).toEqual([])
+    }), 30_000)
+
+  it.scoped("the page's connection cut for a few seconds: every message posted meanwhile shows once, in order, after it reconnects", () =>
+    Effect.gen(function*() {
+      const chat = yield* startChat()
+      // The page reaches the server through a proxy that resets its connections: no close frame, no FIN.
+      const proxy = yield* TcpProxy.start(chat.port)
+      const ada = yield* openPage(`http://127.0.0.1:${proxy.port}`)
+      yield* enter(ada, "ada")
+      yield* post(chat.base, "bob", "before the cut")
+      yield* shows(ada, "bob: before the cut")
+
+      yield* proxy.cut
+      yield* ada.until("the page to say it is reconnecting", (view) => /reconnecting/i.test(view.status))
+      const missed = ["one", "two", "three", "four", "five"].map((word) => `sent while ada was cut off: ${word}`)
+      for (const body of missed) yield* post(chat.base, "bob", body)
+      // A few seconds down: the page's attempts to reconnect are reset one after another, phoenix backing
+      // off between them (10 ms, 50 ms, ... 1 s: eight attempts take over two seconds).
+      const started = Date.now()
+      while (proxy.refused() < 8) yield* Effect.sleep(50)
+      expect(Date.now() - started).toBeGreaterThan(1500)
+      expect((yield* ada.view).status).toMatch(/reconnecting/i)
+      yield* proxy.restore
+
+      yield* ada.until("\"Connected as ada\" again", (view) => view.status === "Connected as ada")
+      // Live messages come after what is replayed: once this one shows, the log is final.
+      yield* post(chat.base, "bob", "after the cut")
+      const view = yield* shows(ada, "bob: after the cut")
+      expect(view.log.filter((line) => line.startsWith("bob: "))).toEqual([
+        "bob: before the cut",
+        ...missed.map((body) => `bob: ${body}`),
+        "bob: after the cut"
+      ])
+      expect(count(view, gap)).toBe(0)
+      expect(ada.webSockets.length).toBeGreaterThanOrEqual(2)
+      expect(ada.problems).toEqual([])
     }), 30_000)
 
   it.scoped("at 390 px wide nothing scrolls sideways, before and after messages arrive, every control is on screen, and so is the online list", () =>

@@ -38,6 +38,15 @@ describe.concurrent("the chat's settings", () => {
     expect(stderr.trim()).toBe("chat: CHAT_TRACES must be none, console or discard, got \"loud\"")
   }, 30_000)
 
+  it.each([
+    [{ CHAT_HISTORY_SIZE: "many" }, "CHAT_HISTORY_SIZE must be a number from 0 to 100000, got \"many\""],
+    [{ CHAT_HISTORY_TTL: "0 millis" }, "CHAT_HISTORY_TTL must be a duration such as \"2 minutes\", got \"0 millis\""]
+  ])("%j is refused in one line", async (env, line) => {
+    const { code, stderr } = await runChat({ PORT: "0", ...env })
+    expect(code).toBe(1)
+    expect(stderr.trim()).toBe(`chat: ${line}`)
+  }, 30_000)
+
   it("REDIS_URL must be a redis:// URL", async () => {
     const { code, stderr } = await runChat({ PORT: "0", REDIS_URL: "http://127.0.0.1:6379" })
     expect(code).toBe(1)

@@ -17,6 +17,8 @@ export interface TcpProxy {
   readonly retarget: (port: number) => Effect.Effect<void>
   /** How many connections it has passed through. */
   readonly passed: () => number
+  /** How many connections it has reset at once, while cut. */
+  readonly refused: () => number
 }
 
 const reset = (socket: Socket) => {
@@ -29,10 +31,14 @@ export const start = (target: number): Effect.Effect<TcpProxy, never, Scope.Scop
     let port = target
     let down = false
     let passed = 0
+    let refused = 0
     const open = new Set<Socket>()
     const server = createServer((client) => {
       client.on("error", () => {})
-      if (down) return reset(client)
+      if (down) {
+        refused++
+        return reset(client)
+      }
       passed++
       const upstream = connect(port, "127.0.0.1")
       upstream.on("error", () => {})
@@ -77,6 +83,7 @@ export const start = (target: number): Effect.Effect<TcpProxy, never, Scope.Scop
         Effect.sync(() => {
           port = next
         }),
-      passed: () => passed
+      passed: () => passed,
+      refused: () => refused
     }
   })
