@@ -2,7 +2,8 @@
  * Two chat nodes on the Redis at 127.0.0.1:6379 (a prefix of the test's
  * own) are one chat: a member's message and `PUT /broadcast` on either node
  * reach the members of both, and each member's online list (the official
- * client's `Presence`) shows the members of both.
+ * client's `Presence`) shows the members of both. The lobby keeps its
+ * history there too: each broadcast carries its position.
  */
 import * as HttpServer from "@effect/platform/HttpServer"
 import { describe, expect, it } from "@effect/vitest"
@@ -30,19 +31,22 @@ const member = (port: number, user: string) =>
       socket: Socket
       push: (body: string) => void
       messages: Array<unknown>
+      refs: Array<unknown>
       online: () => ReadonlyArray<string>
     }>((resume) => {
       const socket = new Socket(`ws://127.0.0.1:${port}/socket`, { transport: WebSocket, reconnectAfterMs: () => 60_000 })
       socket.connect()
       const channel = socket.channel("rooms:lobby", { user })
       const messages: Array<unknown> = []
-      channel.on("new:msg", (payload: unknown) => {
+      const refs: Array<unknown> = []
+      channel.on("new:msg", (payload: unknown, ref?: unknown) => {
         messages.push(payload)
+        refs.push(ref)
       })
       const presence = new Presence(channel)
       const online = () => presence.list((name) => name).sort()
       channel.join().receive("ok", () =>
-        resume(Effect.succeed({ socket, messages, online, push: (body) => channel.push("new:msg", { user, body }) })))
+        resume(Effect.succeed({ socket, messages, refs, online, push: (body) => channel.push("new:msg", { user, body }) })))
     }),
     ({ socket }) => Effect.sync(() => socket.disconnect())
   )
@@ -85,5 +89,9 @@ describe("the chat on Redis", () => {
       yield* eventually(() => ada.messages.length === 2 && bob.messages.length === 2, "the PUT on both nodes")
       expect(ada.messages[1]).toEqual({ user: "ops", body: "to all" })
       expect(bob.messages[1]).toEqual({ user: "ops", body: "to all" })
+      for (const { refs } of [ada, bob]) {
+        const [first, second] = refs.map((ref) => /^.+:(\d+)$/.exec(String(ref))?.[1]).map(Number)
+        expect(second).toBe(first! + 1)
+      }
     }))
 })
