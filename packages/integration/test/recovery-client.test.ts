@@ -53,6 +53,14 @@ const member = (socket: Socket) =>
     return { recoverable, seen, joins, responses }
   })
 
+/** A member whose connection goes through a proxy that can cut it. */
+const throughProxy = (server: TestServer) =>
+  Effect.gen(function*() {
+    const proxy = yield* TcpProxy.start(server.port)
+    const socket = yield* Client.socket(`ws://127.0.0.1:${proxy.port}/socket`)
+    return { proxy, ada: yield* member(socket) }
+  })
+
 const publish = (server: TestServer, from: number, to: number) =>
   Effect.forEach(
     Array.from({ length: to - from + 1 }, (_, i) => from + i),
@@ -89,9 +97,7 @@ describe("RecoverableChannel", () => {
   it.scopedLive("cut off abruptly while 100 broadcasts flow: every broadcast exactly once, in order, and recovered true", () =>
     Effect.gen(function*() {
       const server = yield* serve(1000)
-      const proxy = yield* TcpProxy.start(server.port)
-      const socket = yield* Client.socket(`ws://127.0.0.1:${proxy.port}/socket`)
-      const ada = yield* member(socket)
+      const { ada, proxy } = yield* throughProxy(server)
       let published = 0
       const flow = yield* Effect.fork(Effect.forEach(range(1, 100), (n) =>
         Effect.zipRight(
@@ -119,9 +125,7 @@ describe("RecoverableChannel", () => {
   it.scopedLive("a position the history no longer holds (size 10, 50 missed): recovered false, nothing replayed", () =>
     Effect.gen(function*() {
       const server = yield* serve(10)
-      const proxy = yield* TcpProxy.start(server.port)
-      const socket = yield* Client.socket(`ws://127.0.0.1:${proxy.port}/socket`)
-      const ada = yield* member(socket)
+      const { ada, proxy } = yield* throughProxy(server)
       yield* publish(server, 1, 5)
       yield* eventually(Effect.sync(() => ada.seen.length), (n) => n === 5)
       yield* proxy.cut
@@ -142,9 +146,7 @@ describe("RecoverableChannel", () => {
     Effect.gen(function*() {
       const firstScope = yield* Effect.acquireRelease(Scope.make(), (scope) => Scope.close(scope, Exit.void))
       const first = yield* Scope.extend(serve(100), firstScope)
-      const proxy = yield* TcpProxy.start(first.port)
-      const socket = yield* Client.socket(`ws://127.0.0.1:${proxy.port}/socket`)
-      const ada = yield* member(socket)
+      const { ada, proxy } = yield* throughProxy(first)
       yield* publish(first, 1, 3)
       yield* eventually(Effect.sync(() => ada.seen.length), (n) => n === 3)
       const before = ada.recoverable.position!
