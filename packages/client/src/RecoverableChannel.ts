@@ -46,7 +46,8 @@
  * it works with phoenix from npm as with `phoenix.min.js` on a page (its
  * `Phoenix.Socket`). It hooks the channel's `onMessage`, which phoenix
  * documents as overridable: an application that overrides it as well must
- * call the one it replaces. Positions travel in the V2 messages the
+ * call the one it replaces. The callbacks bound with the channel's `on`
+ * skip a broadcast the channel has had already (see {@link make}). Positions travel in the V2 messages the
  * official client speaks by default (a join reply is known by its join ref).
  *
  * Recovery needs the server's join reply to be an object (the default `{}`
