@@ -87,6 +87,8 @@ const startNodeOnce = async (name, prefix) => {
       HOST: "127.0.0.1",
       CHAT_ANNOUNCE_JOINS: "false",
       CHAT_LOG_LEVEL: "false",
+      // As the peers, which replay nothing: no history.
+      CHAT_HISTORY_SIZE: "0",
       REDIS_URL: redisUrl,
       REDIS_PREFIX: prefix,
       ...servers[name].env
