@@ -226,7 +226,8 @@ export const make = (
       if (ref != null && ref === joinRef && isRecord(payload) && payload["status"] === "ok") {
         handled = onJoinReply(payload)
       }
-    } else if (joinRef == null && isPosition(ref)) {
+    } else if (isPosition(ref)) {
+      // A broadcast, or (intercepted by the channel's `handleOut`) a push with the join ref: the same position.
       repeated = isBehind(ref, position)
       if (!repeated) advance(ref)
     }

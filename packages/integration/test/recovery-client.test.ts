@@ -12,6 +12,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type { Socket } from "phoenix"
 import * as Client from "./utils/phoenixClient.js"
@@ -120,6 +121,26 @@ describe("RecoverableChannel", () => {
       expect(ada.joins[1]!.since).toMatch(new RegExp(`:${seenAtCut}$`))
       expect(ada.responses).toEqual([{ welcome: topic }, { welcome: topic }])
       expect(ada.recoverable.position).toMatch(/:100$/)
+    }), 20_000)
+
+  it.scopedLive("an intercepted event (handleOut) carries its position too: cut off, the channel recovers it", () =>
+    Effect.gen(function*() {
+      const intercepting = ChannelHandler.layer({
+        join: (conn, event) => Effect.succeed(conn.allowJoin({ welcome: event.topic })),
+        intercept: { events: ["seq"], handleOut: (_conn, _event, payload) => Effect.succeed(Option.some(payload)) }
+      })
+      const server = yield* startServer(intercepting, { broadcaster: withHistory(100) })
+      const { ada, proxy } = yield* throughProxy(server)
+      yield* publish(server, 1, 3)
+      yield* eventually(Effect.sync(() => ada.seen.length), (n) => n === 3)
+      expect(ada.recoverable.position).toMatch(/:3$/)
+      yield* proxy.cut
+      yield* gone(server)
+      yield* publish(server, 4, 6)
+      yield* proxy.restore
+      yield* eventually(Effect.sync(() => ada.seen.length), (n) => n === 6, 10_000)
+      expect(ada.seen).toEqual(range(1, 6))
+      expect(ada.joins.map((joined) => joined.recovered)).toEqual([false, true])
     }), 20_000)
 
   it.scopedLive("a position the history no longer holds (size 10, 50 missed): recovered false, nothing replayed", () =>
