@@ -145,7 +145,7 @@ export interface ChannelsOptions extends LobbyChannel.Options {
  */
 export const channels = (options: ChannelsOptions = {}) => {
   const size = options.historySize ?? defaultHistory.size
-  // The broker keeps the lobby's history (each node's own, over Redis).
+  // The broker keeps the lobby's history: in memory, or over Redis in Redis, shared by the nodes.
   const history = size === 0
     ? Layer.empty
     : ChannelHistory.layer({ [LobbyChannel.lobby]: { size, ttl: options.historyTtl ?? defaultHistory.ttl } })
