@@ -107,12 +107,17 @@ export const make = Effect.gen(function*() {
       })
     )
   // The position is given and the envelope handed to the topic's `PubSub` in
-  // one synchronous step: a fiber that yielded between the two would let a
-  // later position be delivered before it.
+  // one synchronous step (both `PubSub`s are unbounded: an offer always
+  // succeeds): a fiber that yielded between the two would let a later
+  // position be delivered before it.
+  const deliverNow = (envelope: Envelope) => {
+    all.unsafeOffer(envelope)
+    live.get(envelope.message.topic)?.topic.pubsub.unsafeOffer(envelope)
+  }
   const publish = history.enabled
     ? (envelope: Envelope) =>
       envelope.position === undefined && history.of(envelope.message.topic) !== undefined
-        ? Effect.sync(() => Effect.runSync(deliver(histories.append(envelope))))
+        ? Effect.sync(() => deliverNow(histories.append(envelope)))
         : deliver(envelope)
     : deliver
 
