@@ -4,7 +4,9 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as LogLevel from "effect/LogLevel"
-import { filterParams, formatDuration, resolveLogLevels } from "../src/internal/logging.js"
+import * as Effect from "effect/Effect"
+import * as Logger from "effect/Logger"
+import { filterParams, formatDuration, logAbove, resolveLogLevels } from "../src/internal/logging.js"
 
 describe("filterParams", () => {
   it("hides the value of every key containing a filtered string, at any depth, in arrays too", () => {
@@ -59,4 +61,16 @@ describe("formatDuration", () => {
     expect(formatDuration(1.2)).toBe("1ms")
     expect(formatDuration(12.6)).toBe("13ms")
   })
+})
+
+describe("logAbove", () => {
+  it.effect("makes the log only at a level the fiber's minimum lets through", () =>
+    Effect.gen(function*() {
+      const made: Array<string> = []
+      const log = (name: string) => () => Effect.sync(() => void made.push(name))
+      yield* logAbove(LogLevel.Info, log("info under Warning")).pipe(Logger.withMinimumLogLevel(LogLevel.Warning))
+      yield* logAbove(LogLevel.Info, log("info under Info")).pipe(Logger.withMinimumLogLevel(LogLevel.Info))
+      yield* logAbove(LogLevel.Error, log("error under Warning")).pipe(Logger.withMinimumLogLevel(LogLevel.Warning))
+      expect(made).toEqual(["info under Info", "error under Warning"])
+    }))
 })

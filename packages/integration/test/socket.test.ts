@@ -182,6 +182,8 @@ describe.each(transports)("admission over %s", (transport) => {
       const phoenix = yield* connect(keeping.socketUrl, { headers })
       yield* phoenix.send(["1", "1", "room:1", "phx_join", {}])
       yield* phoenix.next((message) => message[3] === "phx_reply")
+      // Another server, another Host header: its own port, not the last connection's.
+      expect(infos[1]!.uri.port).toBe(keeping.port)
       expect(infos[1]!.headers).toEqual({
         "x-request-id": "req-1",
         "x-forwarded-for": "10.0.0.1",

@@ -2,6 +2,8 @@
  * The socket's logs as Phoenix writes them (connects, joins, handled events),
  * their levels, and the filtering that keeps secrets out of them.
  */
+import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import * as LogLevel from "effect/LogLevel"
 
 /** A level by its literal, or `false` for no log. @internal */
@@ -102,3 +104,15 @@ export const parametersLine = (params: unknown, filter: FilterParameters): strin
     return "\n  Parameters: <unprintable>"
   }
 }
+
+/**
+ * A log at `level`, made by `log` only when the fiber's minimum level lets
+ * it through: below it, the params are neither filtered nor formatted.
+ *
+ * @internal
+ */
+export const logAbove = (level: LogLevel.LogLevel, log: () => Effect.Effect<void>): Effect.Effect<void> =>
+  Effect.flatMap(
+    FiberRef.get(FiberRef.currentMinimumLogLevel),
+    (minimum) => LogLevel.greaterThanEqual(level, minimum) ? log() : Effect.void
+  )

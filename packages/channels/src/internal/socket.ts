@@ -18,7 +18,7 @@ import type { CheckOrigin, ConnectRequest, KeptHeaders, Options } from "../Chann
 import * as Serializer from "../protocol/Serializer.js"
 import * as Connection from "../runtime/Connection.js"
 import type { Opened } from "../transport/Transport.js"
-import { defaultFilterParameters, filterParams, formatDuration, resolveLogLevels } from "./logging.js"
+import { defaultFilterParameters, filterParams, formatDuration, logAbove, resolveLogLevels } from "./logging.js"
 import type { Telemetry } from "./metrics.js"
 import { connectSpan } from "./metrics.js"
 
@@ -139,10 +139,13 @@ const refusalOf = (refused: ConnectRefused): Effect.Effect<Refusal> => {
     )
 }
 
-/** The URI the client addressed, as Phoenix's `connect_info[:uri]`: the host and port are the `Host` header's. */
-const uriOf = (url: URL, request: Request): Uri => {
-  const scheme = request.scheme ?? "http"
-  const host = request.headers["host"]
+/** The host and port of a `Host` header, as the URL parser reads them. */
+interface HostPort {
+  readonly host: string
+  readonly port: number
+}
+
+const parseHost = (scheme: "http" | "https", host: string | undefined): HostPort => {
   let hostname = "localhost"
   let port = scheme === "https" ? 443 : 80
   if (host !== undefined) {
@@ -154,7 +157,31 @@ const uriOf = (url: URL, request: Request): Uri => {
       // An unparsable Host header: the URI keeps the defaults.
     }
   }
-  return { scheme, host: hostname, port, path: url.pathname, query: url.search.slice(1) }
+  return { host: hostname, port }
+}
+
+// The last `Host` header parsed, per scheme: a server's clients nearly all
+// send the same one, and a URL parse costs a connection more than the rest
+// of its URI.
+const lastHost = {
+  http: { header: undefined as string | undefined, parsed: parseHost("http", undefined) },
+  https: { header: undefined as string | undefined, parsed: parseHost("https", undefined) }
+}
+
+const hostOf = (scheme: "http" | "https", header: string | undefined): HostPort => {
+  const last = lastHost[scheme]
+  if (header !== last.header) {
+    last.parsed = parseHost(scheme, header)
+    last.header = header
+  }
+  return last.parsed
+}
+
+/** The URI the client addressed, as Phoenix's `connect_info[:uri]`: the host and port are the `Host` header's. */
+const uriOf = (url: URL, request: Request): Uri => {
+  const scheme = request.scheme ?? "http"
+  const { host, port } = hostOf(scheme, request.headers["host"])
+  return { scheme, host, port, path: url.pathname, query: url.search.slice(1) }
 }
 
 const peerOf = (request: Request): Option.Option<Peer> =>
@@ -178,23 +205,25 @@ const logConnect = (
 ): Effect.Effect<void> => {
   const level = options.logLevels.connect
   if (level === undefined) return Effect.void
-  const params = filterParams(Object.fromEntries(url.searchParams), options.filterParameters)
-  const serializerLabel = serializerName(serializer)
-  const duration = formatDuration(Number(nanos) / 1e6)
-  return Effect.logWithLevel(
-    level,
-    `${result === "ok" ? "CONNECTED TO" : "REFUSED CONNECTION TO"} ${options.path} in ${duration}\n` +
-      `  Transport: ${request.transport}\n` +
-      `  Serializer: ${serializerLabel}\n` +
-      `  Parameters: ${JSON.stringify(params)}`
-  ).pipe(Effect.annotateLogs({
-    socket: options.path,
-    transport: request.transport,
-    serializer: serializerLabel,
-    params,
-    result,
-    duration
-  }))
+  return logAbove(level, () => {
+    const params = filterParams(Object.fromEntries(url.searchParams), options.filterParameters)
+    const serializerLabel = serializerName(serializer)
+    const duration = formatDuration(Number(nanos) / 1e6)
+    return Effect.logWithLevel(
+      level,
+      `${result === "ok" ? "CONNECTED TO" : "REFUSED CONNECTION TO"} ${options.path} in ${duration}\n` +
+        `  Transport: ${request.transport}\n` +
+        `  Serializer: ${serializerLabel}\n` +
+        `  Parameters: ${JSON.stringify(params)}`
+    ).pipe(Effect.annotateLogs({
+      socket: options.path,
+      transport: request.transport,
+      serializer: serializerLabel,
+      params,
+      result,
+      duration
+    }))
+  })
 }
 
 /**
@@ -234,9 +263,10 @@ export const admit = (
       headers: options.keepHeaders(request.headers),
       authToken: request.authToken
     }
-    const start = yield* Clock.currentTimeNanos
+    // No clock read when connects are not logged.
+    const start = options.logLevels.connect === undefined ? undefined : yield* Clock.currentTimeNanos
     const logged = (result: "ok" | "error") =>
-      Effect.flatMap(
+      start === undefined ? Effect.void : Effect.flatMap(
         Clock.currentTimeNanos,
         (end) => logConnect(options, request, serializer.value, url, result, end - start)
       )

@@ -56,7 +56,7 @@ import { InvalidPayload } from "../ChannelEvent.js"
 import type { Channel, HandleOut, Incoming } from "../ChannelHandler.js"
 import { ChannelHandler } from "../ChannelHandler.js"
 import type { FilterParameters, LogLevels } from "../internal/logging.js"
-import { formatDuration, parametersLine } from "../internal/logging.js"
+import { formatDuration, logAbove, parametersLine } from "../internal/logging.js"
 import { broadcastRefusal, overLimit, refusal } from "../internal/frameSize.js"
 import * as Telemetry from "../internal/metrics.js"
 import type { Frame, Message, MessageTooLarge, Outbound, Payload, ReplyStatus } from "../protocol/Message.js"
@@ -908,14 +908,13 @@ class ConnectionImpl implements Connection, Registration {
   logJoin(message: Message, result: "JOINED" | "REFUSED JOIN", start: number): Effect.Effect<void> {
     const level = this.options.logLevels.join
     if (level === undefined) return Effect.void
-    return Effect.suspend(() =>
+    return logAbove(level, () =>
       Effect.logWithLevel(
         level,
         `${result} ${message.topic} in ${formatDuration(performance.now() - start)}${
           parametersLine(message.payload, this.options.filterParameters)
         }`
-      )
-    )
+      ))
   }
 
   join(message: Message): Effect.Effect<void> {
@@ -944,7 +943,8 @@ class ConnectionImpl implements Connection, Registration {
       const history = connection.broker.history.enabled ? connection.broker.history.of(topic) : undefined
       const split = history === undefined ? undefined : splitPosition(message.payload)
       const joinEvent = split === undefined ? toEvent(message) : { ...toEvent(message), payload: split.payload }
-      const start = performance.now()
+      // The join log's duration: no clock read when joins are not logged.
+      const start = connection.options.logLevels.join === undefined ? 0 : performance.now()
       // Subscribed before `join` runs, so that every broadcast published after
       // the hook read something (a presence state) reaches the client, after
       // the pushes made during `join`. Only the hook is interruptible: once
