@@ -1,5 +1,4 @@
-// What metrics and spans cost the runtime, in CPU time per operation (a
-// delivery, a push → reply, a connect and join), in one
+// What metrics and spans cost the runtime, in CPU time per operation, in one
 // process: the socket's connections run over an in-memory transport (no
 // network, no load process), so that the figure is the server's own work and
 // a shared machine's load changes it less than it changes wall-clock times.
@@ -27,7 +26,6 @@ const rounds = Number(argument("rounds", "15"))
 const subscribers = 2000
 const bursts = 1000
 const roundTrips = 20000
-const joinsPerRound = 2000
 
 const Lobby = ChannelHandler.layer({
   join: (conn) => Effect.succeed(conn.allowJoin()),
@@ -80,17 +78,9 @@ const until = (client: Client, done: () => boolean) =>
     }
   })
 
-/** A client of `socket`, connected, its join sent. */
-const joining = (socket: ChannelSocket.ChannelSocket) =>
-  Effect.gen(function*() {
-    const client = yield* joining(socket)
-    return client
-  })
-
 /** A socket with `subscribers` joined clients, the first of which pushes. */
 const server = Effect.gen(function*() {
-  // No logs: the benchmark's servers log nothing.
-  const socket = yield* ChannelSocket.make({ logLevel: false })
+  const socket = yield* ChannelSocket.make()
   const clients: Array<Client> = []
   for (let i = 0; i < subscribers; i++) {
     const client: Client = { listener: undefined, frames: 0, onFrame: undefined }
@@ -101,7 +91,7 @@ const server = Effect.gen(function*() {
     clients.push(client)
   }
   yield* Effect.promise(() => until(clients.at(-1)!, () => clients.at(-1)!.frames === 1))
-  return { socket, clients }
+  return clients
 })
 
 const cpuMicros = () => {
@@ -135,24 +125,6 @@ const roundTrip = async (clients: ReadonlyArray<Client>) => {
   return (cpuMicros() - t0) / roundTrips
 }
 
-/**
- * CPU µs per connect and join of a new client, one after the other (the
- * clients are closed after the round, outside the figure).
- */
-const joinCost = (socket: ChannelSocket.ChannelSocket) =>
-  Effect.gen(function*() {
-    const clients: Array<Client> = []
-    const t0 = cpuMicros()
-    for (let i = 0; i < joinsPerRound; i++) {
-      const client = yield* joining(socket)
-      yield* Effect.promise(() => until(client, () => client.frames === 1))
-      clients.push(client)
-    }
-    const cost = (cpuMicros() - t0) / joinsPerRound
-    for (const client of clients) client.listener!.onClose()
-    return cost
-  })
-
 const native = Effect.runSync(Effect.tracer)
 // Effect's own spans, through a tracer the socket cannot tell from an application's.
 const tracer = Tracer.make({ span: (...args) => native.span(...args), context: (f) => f() })
@@ -168,41 +140,37 @@ type Name = keyof typeof variants
 const median = (values: ReadonlyArray<number>) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
 
 const main = Effect.gen(function*() {
-  const built: Array<{ readonly name: Name; readonly socket: ChannelSocket.ChannelSocket; readonly clients: ReadonlyArray<Client> }> = []
+  const built: Array<{ readonly name: Name; readonly clients: ReadonlyArray<Client> }> = []
   for (const name of Object.keys(variants) as Array<Name>) {
     // Built for the whole run: the broker lives as long as the main scope.
     const context = yield* Layer.build(
       Layer.provideMerge(Lobby.pipe(Layer.provideMerge(ChannelBroadcaster.layerLocal)), variants[name])
     )
-    const { clients, socket } = yield* Effect.provide(server, context)
-    built.push({ name, socket, clients })
+    const clients = yield* Effect.provide(server, context)
+    built.push({ name, clients })
   }
-  const figures = Object.fromEntries(built.map(({ name }) => [name, { fanout: [] as Array<number>, rtt: [] as Array<number>, join: [] as Array<number> }]))
+  const figures = Object.fromEntries(built.map(({ name }) => [name, { fanout: [] as Array<number>, rtt: [] as Array<number> }]))
   for (let round = 0; round < rounds + 1; round++) {
-    for (const { clients, name, socket } of built) {
+    for (const { clients, name } of built) {
       const f = yield* Effect.promise(() => fanout(clients))
       const r = yield* Effect.promise(() => roundTrip(clients))
-      const j = yield* joinCost(socket)
       // The first round warms the JIT up.
       if (round > 0) {
         figures[name]!.fanout.push(f)
         figures[name]!.rtt.push(r)
-        figures[name]!.join.push(j)
       }
     }
   }
   const off = figures["metrics off"]!
-  console.log(
-    `${subscribers} subscribers, ${bursts} broadcasts a burst, ${roundTrips} round trips and ${joinsPerRound} connects and joins a round; median of ${rounds} rounds`
-  )
-  console.log("| variant | fan-out CPU µs/delivery | vs off | push → reply CPU µs | vs off | connect + join CPU µs | vs off |")
-  console.log("| --- | --- | --- | --- | --- | --- | --- |")
+  console.log(`${subscribers} subscribers, ${bursts} broadcasts a burst, ${roundTrips} round trips a round; median of ${rounds} rounds`)
+  console.log("| variant | fan-out CPU µs/delivery | vs off | push → reply CPU µs | vs off |")
+  console.log("| --- | --- | --- | --- | --- |")
   for (const { name } of built) {
-    const { fanout: f, join: j, rtt: r } = figures[name]!
+    const { fanout: f, rtt: r } = figures[name]!
     console.log(
       `| ${name} | ${median(f).toFixed(3)} | ${(median(f) / median(off.fanout)).toFixed(3)}× | ${median(r).toFixed(2)} | ${
         (median(r) / median(off.rtt)).toFixed(3)
-      }× | ${median(j).toFixed(1)} | ${(median(j) / median(off.join)).toFixed(3)}× |`
+      }× |`
     )
   }
 })
