@@ -36,8 +36,11 @@ const page = readFileSync(new URL("../public/index.html", import.meta.url), "utf
 const icon = readFileSync(new URL("../public/favicon.svg", import.meta.url), "utf8")
 const require_ = createRequire(import.meta.url)
 const phoenixClient = readFileSync(join(dirname(require_.resolve("phoenix")), "phoenix.min.js"), "utf8")
-// The client package's one module, as built (it imports nothing); its source map is not served.
-const recoverableChannel = readFileSync(require_.resolve("@effect-channels/client/RecoverableChannel"), "utf8")
+// The client package's one module, as built (it imports nothing), from its `dist` whichever entry
+// resolves (the workspace's source condition gives its TypeScript, which browsers cannot run; the
+// chat's `start` builds it first); its source map is not served.
+const clientRoot = dirname(dirname(require_.resolve("@effect-channels/client")))
+const recoverableChannel = readFileSync(join(clientRoot, "dist", "RecoverableChannel.js"), "utf8")
   .replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n")
 
 const PostedMessage = Schema.Struct({ user: Schema.String, body: Schema.String })
