@@ -16,9 +16,9 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { createServer } from "node:http"
-import * as Net from "node:net"
 import { Socket } from "phoenix"
 import WebSocket from "ws"
+import * as TcpProxy from "../../integration/test/utils/tcpProxy.js"
 import { RedisBroker } from "../src/index.js"
 import { Rooms } from "./utils/handler.js"
 import { eventually } from "./utils/members.js"
@@ -49,38 +49,6 @@ const startNode = (prefix: string) =>
       stop: Scope.close(scope, Exit.void)
     }
   })
-
-/** A TCP load balancer: each new connection goes to the first backend still in service. */
-const balancer = (backends: Array<number>) =>
-  Effect.acquireRelease(
-    Effect.async<{ readonly port: number; readonly retire: (port: number) => void; readonly server: Net.Server }>(
-      (resume) => {
-        const sockets = new Set<Net.Socket>()
-        const server = Net.createServer((client) => {
-          const upstream = Net.connect(backends[0]!, "127.0.0.1")
-          for (const socket of [client, upstream]) {
-            sockets.add(socket)
-            socket.on("close", () => sockets.delete(socket))
-            socket.on("error", () => {})
-          }
-          client.pipe(upstream).pipe(client)
-          client.on("close", () => upstream.destroy())
-          upstream.on("close", () => client.destroy())
-        })
-        server.listen(0, "127.0.0.1", () =>
-          resume(Effect.succeed({
-            port: (server.address() as Net.AddressInfo).port,
-            retire: (port) => backends.splice(backends.indexOf(port), 1),
-            server: Object.assign(server, { sockets })
-          })))
-      }
-    ),
-    ({ server }) =>
-      Effect.async<void>((resume) => {
-        for (const socket of (server as Net.Server & { sockets: Set<Net.Socket> }).sockets) socket.destroy()
-        server.close(() => resume(Effect.void))
-      })
-  )
 
 /** A client of the topic that tracks its position as the phoenix client allows: join params as a function. */
 const client = (port: number) =>
@@ -116,7 +84,8 @@ describe("a deploy on a topic with a history", () => {
       const prefix = uniquePrefix("deploy")
       const a = yield* startNode(prefix)
       const b = yield* startNode(prefix)
-      const lb = yield* balancer([a.port, b.port])
+      // The load balancer: new connections to A until the deploy, then to B.
+      const lb = yield* TcpProxy.start(a.port)
       const clients = yield* Effect.forEach(Array.from({ length: 12 }), () => client(lb.port))
       yield* eventually(() => clients.every(({ state }) => state.joins.length === 1), "every client joined on A")
 
@@ -127,7 +96,7 @@ describe("a deploy on a topic with a history", () => {
       ))
       yield* eventually(() => clients.every(({ state }) => state.seen.length >= 40), "40 broadcasts on A")
       // The deploy: A takes no new connection, and drains those it has.
-      lb.retire(a.port)
+      yield* lb.retarget(b.port)
       yield* a.stop
       yield* eventually(
         () => clients.every(({ state }) => state.seen.length >= total),

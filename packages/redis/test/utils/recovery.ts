@@ -8,50 +8,10 @@
 import { ChannelHistory } from "@effect-channels/core"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import { createConnection, createServer, type Server, type Socket as NetSocket } from "node:net"
 import { Socket } from "phoenix"
 import WebSocket from "ws"
+import * as TcpProxy from "../../../integration/test/utils/tcpProxy.js"
 import { until } from "./members.js"
-
-/** A TCP proxy to `port` on 127.0.0.1: its own port, and `cut`, which destroys every connection through it. */
-export interface Proxy {
-  readonly port: number
-  readonly cut: () => void
-}
-
-/** A proxy for the life of the scope. */
-export const proxy = (target: number): Effect.Effect<Proxy, never, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.async<{ server: Server; port: number; sockets: Set<NetSocket> }>((resume) => {
-      const sockets = new Set<NetSocket>()
-      const server = createServer((client) => {
-        const upstream = createConnection(target, "127.0.0.1")
-        for (const socket of [client, upstream]) {
-          sockets.add(socket)
-          socket.on("error", () => {})
-          socket.on("close", () => sockets.delete(socket))
-        }
-        client.pipe(upstream)
-        upstream.pipe(client)
-        client.on("close", () => upstream.destroy())
-        upstream.on("close", () => client.destroy())
-      })
-      server.listen(0, "127.0.0.1", () => {
-        const address = server.address()
-        resume(Effect.succeed({ server, port: typeof address === "object" && address !== null ? address.port : 0, sockets }))
-      })
-    }),
-    ({ server, sockets }) =>
-      Effect.sync(() => {
-        for (const socket of sockets) socket.destroy()
-        server.close()
-      })
-  ).pipe(Effect.map(({ port, sockets }) => ({
-    port,
-    cut: () => {
-      for (const socket of sockets) socket.destroy()
-    }
-  })))
 
 /** What a recovering client saw, in order: join replies and broadcasts with their positions. */
 export type Seen =
@@ -81,7 +41,7 @@ export const nodePort = (node: { readonly socketUrl: string }) => portOf(node.so
 export const recoveringClient = (topic: string): RecoveringClient => {
   const seen: Array<Seen> = []
   let position: ChannelHistory.Position | undefined
-  let current: { socket: Socket; proxy: Proxy } | undefined
+  let current: { socket: Socket; proxy: TcpProxy.TcpProxy } | undefined
   // A cut connection hears nothing more, though what reached the client's
   // kernel before the cut could still be read from it.
   let connection = 0
@@ -99,7 +59,7 @@ export const recoveringClient = (topic: string): RecoveringClient => {
     ns: () => seen.flatMap((entry) => (entry._tag === "Broadcast" ? [entry.n] : [])),
     connect: (port) =>
       Effect.gen(function*() {
-        const through = yield* proxy(port)
+        const through = yield* TcpProxy.start(port)
         const socket = yield* Effect.acquireRelease(
           Effect.sync(() => {
             const socket = new Socket(`ws://127.0.0.1:${through.port}/socket`, {
@@ -129,12 +89,12 @@ export const recoveringClient = (topic: string): RecoveringClient => {
         })
         yield* until(Effect.sync(() => joins().length), (count) => count > before, `the join of ${topic}`, 5000)
       }),
-    cut: Effect.sync(() => {
-      if (current === undefined) return
+    cut: Effect.suspend(() => {
+      if (current === undefined) return Effect.void
+      const { proxy, socket } = current
       connection++
-      current.proxy.cut()
-      current.socket.disconnect()
       current = undefined
+      return Effect.zipRight(proxy.cut, Effect.sync(() => socket.disconnect()))
     })
   }
 }
