@@ -78,10 +78,8 @@ export class Histories {
     return log
   }
 
-  /** The envelope with its position, appended to its topic's log; as it is when the topic keeps none. */
-  append(envelope: Envelope): Envelope {
-    const options = this.config.of(envelope.message.topic)
-    if (options === undefined) return envelope
+  /** The envelope with its position, appended to the log of its topic, which keeps a history of `options`. */
+  append(envelope: Envelope, options: Resolved): Envelope {
     return this.log(envelope.message.topic, options).append(envelope, this.clock.unsafeCurrentTimeMillis())
   }
 

@@ -115,10 +115,10 @@ export const make = Effect.gen(function*() {
     live.get(envelope.message.topic)?.topic.pubsub.unsafeOffer(envelope)
   }
   const publish = history.enabled
-    ? (envelope: Envelope) =>
-      envelope.position === undefined && history.of(envelope.message.topic) !== undefined
-        ? Effect.sync(() => deliverNow(histories.append(envelope)))
-        : deliver(envelope)
+    ? (envelope: Envelope) => {
+      const options = envelope.position === undefined ? history.of(envelope.message.topic) : undefined
+      return options === undefined ? deliver(envelope) : Effect.sync(() => deliverNow(histories.append(envelope, options)))
+    }
     : deliver
 
   const service: Service = {
