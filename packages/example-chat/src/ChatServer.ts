@@ -26,7 +26,6 @@ import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { readFileSync } from "node:fs"
 import * as Http from "node:http"
-import type { Socket } from "node:net"
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import * as LobbyChannel from "./LobbyChannel.js"
@@ -94,33 +93,6 @@ export const router = HttpRouter.empty.pipe(
   HttpRouter.get("/favicon.ico", HttpServerResponse.text(icon, { contentType: "image/svg+xml" })),
   HttpRouter.put("/broadcast", postToLobby)
 )
-
-/**
- * A Node HTTP server whose `close` also ends the connections that have not
- * sent a request yet. Browsers open such connections ahead of need, and Node's
- * `close` waits for them until its own timeouts end them, so a shutdown or a
- * restart would hang while a browser is on the page. Connections
- * that carried a request are left to Node (idle ones are closed, busy ones
- * finish), and upgraded ones to the channel server (closed with 1001 first).
- */
-export class ChatHttpServer extends Http.Server {
-  readonly #unused = new Set<Socket>()
-
-  constructor() {
-    super()
-    this.on("connection", (socket: Socket) => {
-      this.#unused.add(socket)
-      socket.once("close", () => this.#unused.delete(socket))
-    })
-    this.prependListener("request", (request: Http.IncomingMessage) => this.#unused.delete(request.socket))
-    this.prependListener("upgrade", (request: Http.IncomingMessage) => this.#unused.delete(request.socket))
-  }
-
-  override close(callback?: (error?: Error) => void): this {
-    for (const socket of this.#unused) socket.destroy()
-    return super.close(callback)
-  }
-}
 
 /** The lobby's history, by default: what a page that lost its connection for a while gets back. */
 export const defaultHistory = { size: 100, ttl: "2 minutes" } as const
@@ -198,7 +170,7 @@ export const layer = (options: Options) => {
       HttpServer.serve(),
       HttpServer.withLogAddress,
       Layer.provideMerge(
-        NodeChannelServer.layer(() => new ChatHttpServer(), { host: options.host, port: options.port }, {
+        NodeChannelServer.layer(() => Http.createServer(), { host: options.host, port: options.port }, {
           path: "/socket",
           logLevel: options.logLevel
         }).pipe(

@@ -10,6 +10,8 @@ import type { MessageTooLarge } from "@effect-channels/core/Message"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { connect as tcpConnect, type Socket } from "node:net"
 import { connect, eventually, type RawClient } from "./utils/rawClient.js"
 import { startServer, transports } from "./utils/server.js"
@@ -208,4 +210,28 @@ describe("NodeChannelServer: handshakeTimeout", () => {
       expect((yield* during.next((m) => m[1] === "2"))[4]).toEqual({ status: "ok", response: { also: true } })
       console.log(`handshakeTimeout ${timeout} ms: 201 stalled connections closed ${Math.min(...ends.map((end) => end.at - start))} to ${latest} ms after they opened`)
     }), 30_000)
+
+  it.scopedLive("on shutdown, connections that have not completed their request are closed at once: the server does not wait for them", () =>
+    Effect.gen(function*() {
+      const { layer } = makeHandler()
+      const scope = yield* Scope.make()
+      // The default timeout, 10 s: far beyond what this test waits.
+      const server = yield* Scope.extend(startServer(layer, { drain: false }), scope)
+      const member = yield* connect(server.socketUrl)
+      yield* joined(member)
+      const silent = yield* Effect.async<Socket>((resume) => {
+        const socket = tcpConnect({ host: "127.0.0.1", port: server.port }, () => resume(Effect.succeed(socket)))
+        socket.on("error", () => {})
+      })
+      const half = yield* stalled(server.port)
+      const ends = Effect.all([silent, half].map(closedAt), { concurrency: "unbounded" })
+      const start = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      const stopped = Date.now() - start
+      const closed = yield* ends
+      expect(stopped).toBeLessThan(3000)
+      for (const end of closed) expect(end.at - start).toBeLessThan(3000)
+      // The joined client was closed as a shutdown closes it.
+      expect(yield* member.closed).toMatchObject({ code: 1001 })
+    }), 15_000)
 })

@@ -52,7 +52,9 @@
  * within `handshakeTimeout` (10 s), from its accept to the request's headers
  * for an HTTP route, or to the `101` (admission included) for the socket, is
  * answered 408 and closed. Node's own header timeout, 60 s checked every
- * 30 s, would hold a stalled connection up to 90 s.
+ * 30 s, would hold a stalled connection up to 90 s. On shutdown, the
+ * connections that have not completed their request (browsers open some
+ * ahead of need) are closed at once: Node's `close` would wait for them.
  *
  * @since 0.1.0
  */
@@ -67,6 +69,7 @@ import * as HttpServer from "@effect/platform/HttpServer"
 import type { ServeError } from "@effect/platform/HttpServerError"
 import type * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import type * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -75,12 +78,14 @@ import * as FiberSet from "effect/FiberSet"
 import type { LazyArg } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
+import * as RuntimeFlags from "effect/RuntimeFlags"
 import * as Scope from "effect/Scope"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import type { Duplex } from "node:stream"
 import type * as WS from "ws"
-import * as Tls from "node:tls"
+import { Handshakes } from "./internal/handshakes.js"
 import * as Ws from "./internal/ws.js"
 
 type UpgradeHandler = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void
@@ -100,7 +105,11 @@ const unavailable: UpgradeHandler = (_request, socket) => refuse(socket, 503)
  * every other event, other upgrades included, goes to the HTTP server's
  * listeners as before.
  */
-const takeUpgrades = (server: Http.Server, handlers: ReadonlyMap<string, { handle: UpgradeHandler }>) => {
+const takeUpgrades = (
+  server: Http.Server,
+  handlers: ReadonlyMap<string, { handle: UpgradeHandler }>,
+  handshakes: Handshakes
+) => {
   const target = server as unknown as { emit: (event: string | symbol, ...args: Array<unknown>) => boolean }
   const emit = target.emit.bind(server)
   target.emit = (event, ...args) => {
@@ -111,64 +120,28 @@ const takeUpgrades = (server: Http.Server, handlers: ReadonlyMap<string, { handl
         handler.handle(request, args[1] as Duplex, args[2] as Buffer)
         return true
       }
-      handshakeDone(args[1] as Duplex)
+      handshakes.done(args[1] as Duplex)
     }
     return emit(event, ...args)
   }
 }
 
 
-const handshakeTimer = Symbol("handshakeTimer")
-
-interface Handshaking {
-  [handshakeTimer]?: ReturnType<typeof setTimeout> | undefined
-}
-
-const requestTimeout = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-
-const ignore = () => {}
-
-const expireHandshake = (socket: Duplex) => {
-  ;(socket as Handshaking)[handshakeTimer] = undefined
-  if (!socket.writable) return socket.destroy()
-  // An upgrade's socket has no error listener of Node's any more: a reset while it closes is no crash.
-  socket.on("error", ignore)
-  socket.end(requestTimeout, () => socket.destroy())
-}
-
-/** The connection's request is complete: from now on, Node's timeouts (HTTP) or the socket's (WebSocket) apply. */
-const handshakeDone = (socket: Duplex) => {
-  const timer = (socket as Handshaking)[handshakeTimer]
-  if (timer !== undefined) {
-    clearTimeout(timer)
-    ;(socket as Handshaking)[handshakeTimer] = undefined
-  }
-}
+/** Closes `scope` with the cause, then fails with it. */
+const closeFailing = (scope: Scope.CloseableScope) => (cause: Cause.Cause<never>) =>
+  Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), Effect.failCause(cause))
 
 /**
- * Gives every connection `millis` to complete its request: one timer per
- * connection while it handshakes, none after.
- */
-const limitHandshakes = (server: Http.Server, millis: number) => {
-  // On TLS, the request's socket is the TLS one.
-  server.on(server instanceof Tls.Server ? "secureConnection" : "connection", (socket: Duplex) => {
-    const timer = setTimeout(expireHandshake, millis, socket)
-    timer.unref()
-    ;(socket as Handshaking)[handshakeTimer] = timer
-  })
-  server.prependListener("request", (request: Http.IncomingMessage) => handshakeDone(request.socket))
-}
-
-/**
- * Runs `effect`, then closes `scope` with its exit, however it ends: what
- * `Effect.onExit` does, with fewer frames on the stack of a parked
- * connection, and without keeping `effect` itself.
+ * Runs `effect` interruptibly, then closes `scope` with its exit, however it
+ * ends: what `Effect.onExit` does, in a connection's fiber, which is not
+ * interruptible itself (see `serveSocket`), with two frames under the
+ * connection's loop instead of three, and without keeping `effect` itself.
  */
 const closingScope = <R>(scope: Scope.CloseableScope, effect: Effect.Effect<void, never, R>): Effect.Effect<void, never, R> =>
-  Effect.uninterruptible(Effect.matchCauseEffect(Effect.interruptible(effect), {
-    onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), Effect.failCause(cause)),
+  Effect.matchCauseEffect(Effect.interruptible(effect), {
+    onFailure: closeFailing(scope),
     onSuccess: () => Scope.close(scope, Exit.void)
-  }))
+  })
 
 /**
  * Serves an accepted connection until it ends, then closes its scope. Made
@@ -281,6 +254,7 @@ const drain = (fibers: FiberSet.FiberSet<void>, options: DrainOptions) => {
 const serveSocket = (
   channelSocket: ChannelSocket.ChannelSocket,
   wss: WS.WebSocketServer,
+  handshakes: Handshakes,
   run: (effect: Effect.Effect<void>) => unknown
 ): UpgradeHandler => {
   const open = (
@@ -298,14 +272,16 @@ const serveSocket = (
           refuse(socket, refused.status, refused.body)
           return undefined
         })),
-      Effect.ensuring(Effect.sync(() => handshakeDone(socket)))
+      Effect.ensuring(Effect.sync(() => handshakes.done(socket)))
     )
+  // The fiber is not interruptible: only admission and the connection's loop
+  // are, and the scope is closed however they end.
   const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
     Effect.flatMap(Scope.make(), (scope) =>
-      Effect.flatMap(
-        Effect.onError(open(scope, request, socket, head), (cause) => Scope.close(scope, Exit.failCause(cause))),
-        serveIn(scope)
-      ))
+      Effect.matchCauseEffect(Effect.interruptible(open(scope, request, socket, head)), {
+        onFailure: closeFailing(scope),
+        onSuccess: serveIn(scope)
+      }))
   return (request, socket, head) => {
     run(connect(request, socket, head))
   }
@@ -351,10 +327,11 @@ export function layer(
   // Upgrades are taken from the moment the server exists; until the sockets'
   // layer is up (a few milliseconds at start), they are refused with 503.
   const handlers = new Map(paths.map((path) => [`${path}/websocket`, { handle: unavailable }]))
+  const handshakes = new Handshakes(Duration.toMillis(Duration.decode(options.handshakeTimeout ?? "10 seconds")))
   const http = NodeHttpServer.layer(() => {
     const server = evaluate()
-    limitHandshakes(server, Duration.toMillis(Duration.decode(options.handshakeTimeout ?? "10 seconds")))
-    takeUpgrades(server, handlers)
+    handshakes.watch(server)
+    takeUpgrades(server, handlers, handshakes)
     return server
   }, listen)
   // Built after the HTTP server, so released before it: the connections are
@@ -374,8 +351,14 @@ export function layer(
     const servers = yield* Effect.forEach(channelSockets, (channelSocket) =>
       Effect.acquireRelease(Effect.sync(() => Ws.makeServer(channelSocket.maxFrameSize)), Ws.closeServer))
     const fibers = yield* FiberSet.make<void>()
-    const run = yield* FiberSet.runtime(fibers)<never>()
-    const handles = channelSockets.map((channelSocket, index) => serveSocket(channelSocket, servers[index]!, run))
+    // Each connection's fiber starts not interruptible (`serveSocket` says
+    // which of its parts are): one frame fewer under every hook it runs,
+    // which keeps its stack's array, never shrunk, at its first size.
+    const runFork = Runtime.runFork(Runtime.disableRuntimeFlag(yield* Effect.runtime<never>(), RuntimeFlags.Interruption))
+    const run = (effect: Effect.Effect<void>) => FiberSet.unsafeAdd(fibers, runFork(effect))
+    const handles = channelSockets.map((channelSocket, index) =>
+      serveSocket(channelSocket, servers[index]!, handshakes, run)
+    )
     if (options.drain !== false) {
       const drainOptions = options.drain ?? {}
       yield* Effect.addFinalizer(() => drain(fibers, drainOptions))
@@ -383,9 +366,12 @@ export function layer(
     channelSockets.forEach((channelSocket, index) => {
       handlers.get(`${channelSocket.path}/websocket`)!.handle = handles[index]!
     })
+    // First on shutdown: upgrades are refused, and the connections that have
+    // not sent (all of) their request are closed, before the drain.
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         for (const handler of handlers.values()) handler.handle = unavailable
+        handshakes.closeAll()
       })
     )
     const longPolls: Array<readonly [`/${string}`, LongPoll.LongPollServer]> = []

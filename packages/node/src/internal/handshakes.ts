@@ -1,0 +1,66 @@
+import type * as Http from "node:http"
+import type { Duplex } from "node:stream"
+import * as Tls from "node:tls"
+
+const requestTimeout = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+const ignore = () => {}
+
+/**
+ * The connections of a server that have not completed their request yet:
+ * their headers for an HTTP route, their upgrade up to the `101` for a
+ * socket. Each has `millis` to do so, past which it is answered 408 and
+ * closed (Node's own header timeout, 60 s checked every 30 s, would hold a
+ * stalled connection up to 90 s); on shutdown they are closed at once, so
+ * that nothing waits for a request that may never come (browsers open
+ * connections ahead of need). A connection leaves with its request: an
+ * open connection costs nothing here.
+ *
+ * @internal
+ */
+export class Handshakes {
+  readonly #timers = new Map<Duplex, ReturnType<typeof setTimeout>>()
+  #closed = false
+
+  constructor(readonly millis: number) {}
+
+  /** Watches the connections of `server`, a new server. */
+  watch(server: Http.Server): void {
+    this.#closed = false
+    // On TLS, the request's socket is the TLS one.
+    server.on(server instanceof Tls.Server ? "secureConnection" : "connection", (socket: Duplex) => {
+      if (this.#closed) return void socket.destroy()
+      const timer = setTimeout(this.#expire, this.millis, socket)
+      timer.unref()
+      this.#timers.set(socket, timer)
+    })
+    server.prependListener("request", (request: Http.IncomingMessage) => this.done(request.socket))
+  }
+
+  /** The connection's request is complete: from now on, Node's timeouts (HTTP) or the socket's (WebSocket) apply. */
+  done(socket: Duplex): void {
+    const timer = this.#timers.get(socket)
+    if (timer !== undefined) {
+      clearTimeout(timer)
+      this.#timers.delete(socket)
+    }
+  }
+
+  /** Closes every connection that has not completed its request, and those that come later. */
+  closeAll(): void {
+    this.#closed = true
+    for (const [socket, timer] of this.#timers) {
+      clearTimeout(timer)
+      socket.destroy()
+    }
+    this.#timers.clear()
+  }
+
+  readonly #expire = (socket: Duplex) => {
+    this.#timers.delete(socket)
+    if (!socket.writable) return socket.destroy()
+    // An upgrade's socket has no error listener of Node's any more: a reset while it closes is no crash.
+    socket.on("error", ignore)
+    socket.end(requestTimeout, () => socket.destroy())
+  }
+}
