@@ -32,6 +32,11 @@ export interface Resolved extends Connection.Options {
   readonly maxNestingDepth: number
   /** The headers a connection keeps, out of its request's. */
   readonly keepHeaders: (headers: Request["headers"]) => Readonly<Record<string, string>>
+  /**
+   * The transports' paths, made once: a connection's URI shares them
+   * rather than keeping a slice of its request's URL, and the URL with it.
+   */
+  readonly transportPaths: ReadonlyArray<string>
 }
 
 const noHeaders: Readonly<Record<string, string>> = Object.freeze({})
@@ -59,8 +64,10 @@ const headerKeeper = (kept: KeptHeaders): Resolved["keepHeaders"] => {
 /** @internal */
 export const resolveOptions = (options: Options = {}): Resolved => {
   const maxFrameSize = options.maxFrameSize ?? 1024 * 1024
+  const path = options.path ?? "/socket"
   return {
-    path: options.path ?? "/socket",
+    path,
+    transportPaths: [`${path}/websocket`, `${path}/longpoll`],
     checkOrigin: options.checkOrigin ?? true,
     heartbeatTimeout: Duration.decode(options.heartbeatTimeout ?? "60 seconds"),
     maxChannels: options.maxChannels ?? 100,
@@ -178,10 +185,12 @@ const hostOf = (scheme: "http" | "https", header: string | undefined): HostPort 
 }
 
 /** The URI the client addressed, as Phoenix's `connect_info[:uri]`: the host and port are the `Host` header's. */
-const uriOf = (url: URL, request: Request): Uri => {
+const uriOf = (url: URL, request: Request, options: Resolved): Uri => {
   const scheme = request.scheme ?? "http"
   const { host, port } = hostOf(scheme, request.headers["host"])
-  return { scheme, host, port, path: url.pathname, query: url.search.slice(1) }
+  const pathname = url.pathname
+  const path = options.transportPaths.find((known) => known === pathname) ?? pathname
+  return { scheme, host, port, path, query: url.search.slice(1) }
 }
 
 const peerOf = (request: Request): Option.Option<Peer> =>
@@ -258,7 +267,7 @@ export const admit = (
       transport: request.transport,
       vsn: serializer.value.vsn,
       params,
-      uri: uriOf(url, request),
+      uri: uriOf(url, request, options),
       peer: peerOf(request),
       headers: options.keepHeaders(request.headers),
       authToken: request.authToken

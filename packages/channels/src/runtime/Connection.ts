@@ -950,15 +950,20 @@ class ConnectionImpl implements Connection, Registration {
       // the pushes made during `join`. Only the hook is interruptible: once
       // subscribed, the channel is held by the connection (whose finalizer
       // ends it) or released, even when the connection ends during `join`.
+      const released = (exit: Exit.Exit<JoinResult, unknown>) => Effect.as(connection.release(channel), exit)
       const exit = yield* Effect.uninterruptibleMask((restore) =>
         Effect.zipRight(
           connection.broker.subscribe(topic, channel),
-          Effect.flatMap(Effect.exit(restore(hooks.join(channel, joinEvent))), (exit) => {
-            if (Exit.isFailure(exit) || exit.value._tag === "Refuse") return Effect.as(connection.release(channel), exit)
-            connection.channels.set(topic, channel)
-            channel.phase = Phase.Allowed
-            connection.telemetry.recorder.channelJoined(pattern)
-            return Effect.succeed(exit)
+          // One frame under the hook for its exit, whichever it is.
+          Effect.matchCauseEffect(restore(hooks.join(channel, joinEvent)), {
+            onFailure: (cause) => released(Exit.failCause(cause)),
+            onSuccess: (result) => {
+              if (result._tag === "Refuse") return released(Exit.succeed(result))
+              connection.channels.set(topic, channel)
+              channel.phase = Phase.Allowed
+              connection.telemetry.recorder.channelJoined(pattern)
+              return Effect.succeed(Exit.succeed(result))
+            }
           })
         )
       )
@@ -1068,9 +1073,13 @@ class ConnectionImpl implements Connection, Registration {
     }
   }
 
+  /**
+   * Handles `frames` from `index` on, then goes on with the loop: no frame
+   * of the loop's own stays under a frame's handling (and the hooks it runs).
+   */
   handleEach(frames: Array<Decoded | Intercepted | Resync>, index: number): Effect.Effect<void> {
     return index === frames.length || this.closed
-      ? Effect.void
+      ? this.run
       : Effect.flatMap(this.handleFrame(frames[index]!), () => this.handleEach(frames, index + 1))
   }
 
@@ -1087,7 +1096,7 @@ class ConnectionImpl implements Connection, Registration {
       if (inbox !== undefined) {
         this.inbox = undefined
         this.lastReceived = this.clock.unsafeCurrentTimeMillis()
-        return Effect.zipRight(this.handleEach(inbox, 0), this.run)
+        return this.handleEach(inbox, 0)
       }
       if (!this.transportOpen) return Effect.void
       return Effect.async<void>((resume) => {
