@@ -12,7 +12,7 @@ import { spawn } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import { dirname, join, resolve } from "node:path"
-import { fileURLToPath } from "node:url"
+import { fileURLToPath, pathToFileURL } from "node:url"
 import WebSocket from "ws"
 import { connectClient, connectMany, protocols } from "./client.mjs"
 
@@ -81,9 +81,9 @@ const median = (values) => percentile(values, 50)
 
 const start = async (name) => {
   const port = 20000 + Math.floor(Math.random() * 20000)
-  const child = spawn(process.execPath, [servers[name].entry], {
+  const child = spawn(process.execPath, ["--expose-gc", "--import", heapProbe, servers[name].entry], {
     env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", CHAT_ANNOUNCE_JOINS: "false", CHAT_LOG_LEVEL: "false", REDIS_URL: "", ...servers[name].env },
-    stdio: ["ignore", "pipe", "inherit"]
+    stdio: ["ignore", "pipe", "inherit", "ipc"]
   })
   await new Promise((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`${name} exited with ${code}`)))
@@ -92,6 +92,14 @@ const start = async (name) => {
   child.removeAllListeners("exit")
   return { child, port }
 }
+
+const heapProbe = pathToFileURL(join(here, "heap-probe.mjs")).href
+/** The server's live heap, after a full collection (./heap-probe.mjs). */
+const liveHeap = (child) =>
+  new Promise((resolve) => {
+    child.once("message", (message) => resolve(message.heapUsed))
+    child.send("heap?")
+  })
 
 const rss = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]) * 1024
 const cpuMillis = (pid) => {
@@ -217,7 +225,7 @@ const recovery = async (protocol, port, sender, count) => {
   return { millis, inOrder }
 }
 
-const runServer = async (name) => {
+const runServer = async (name, config = sizes[size]) => {
   const { protocol } = servers[name]
   const { child, port } = await start(name)
   const { pid } = child
@@ -226,6 +234,7 @@ const runServer = async (name) => {
   try {
     await sleep(500)
     const idle = rss(pid)
+    const idleHeap = await liveHeap(child)
     // Joins per second and memory per idle joined connection, with the crowd.
     const joined = await measured(pid, () => connectMany(protocol, port, config.crowd, config.concurrency))
     const crowd = joined.result.clients
@@ -233,6 +242,7 @@ const runServer = async (name) => {
     cpu.joins = joined.cpu
     await sleep(2000)
     figures.memoryPerConnectionKB = (rss(pid) - idle) / config.crowd / 1024
+    figures.heapPerConnectionKB = (await liveHeap(child) - idleHeap) / config.crowd / 1024
 
     // Broadcast-to-all time at the crowd's size.
     const [sender, ...rest] = crowd
@@ -289,6 +299,7 @@ const rows = [
   ["broadcastCrowdP50", `broadcast-to-all p50 ms, ${config.crowd} subscribers`, "lower", 2],
   ["broadcastCrowdP99", `broadcast-to-all p99 ms, ${config.crowd} subscribers`, "lower", 2],
   ["memoryPerConnectionKB", `memory per idle joined connection KB, ${config.crowd} connections`, "lower", 1],
+  ["heapPerConnectionKB", "of which live heap KB (after a full collection)", "lower", 2],
   ["joinsPerSecond", `joins/s, connecting ${config.crowd}`, "higher", 0],
   ["rttP50", `push → reply p50 ms, ${config.rttClients} clients`, "lower", 3],
   ["rttP99", `push → reply p99 ms, ${config.rttClients} clients`, "lower", 3],
@@ -300,8 +311,18 @@ const rows = [
 const main = async () => {
   const names = Object.keys(servers).filter((name) => only.includes(name))
   const all = Object.fromEntries(names.map((name) => [name, []]))
+  // A first, unmeasured pass at the small size warms this load process (its
+  // JIT) and the machine, so that no server pays for being first.
+  process.stderr.write(`warm-up: ${names[0]}…\n`)
+  await runServer(names[0], sizes.small)
   for (let run = 1; run <= runs; run++) {
-    for (const name of names) {
+    // Each run starts with the next server: none is always first, or always
+    // right after a given one.
+    const order = names.map((_, index) => names[(index + run - 1) % names.length])
+    for (const name of order) {
+      // The previous server's clients are garbage here: collected now, not
+      // during this server's figures.
+      globalThis.gc?.()
       process.stderr.write(`run ${run}/${runs}: ${name}…\n`)
       all[name].push(await runServer(name))
     }
