@@ -92,6 +92,7 @@ type UpgradeHandler = (request: Http.IncomingMessage, socket: Duplex, head: Buff
 
 /** Answers a refused upgrade on the raw socket: its status and body, and the connection is not reused. */
 const refuse = (socket: Duplex, status: number, body = "") => {
+  if (!socket.writable) return socket.destroy()
   const content = body === ""
     ? "Content-Length: 0\r\n"
     : `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`
@@ -117,6 +118,7 @@ const takeUpgrades = (
       const request = args[0] as Http.IncomingMessage
       const handler = handlers.get(new URL(request.url ?? "/", "http://localhost").pathname)
       if (handler !== undefined) {
+        handshakes.upgrading(args[1] as Duplex)
         handler.handle(request, args[1] as Duplex, args[2] as Buffer)
         return true
       }
@@ -262,18 +264,26 @@ const serveSocket = (
     request: Http.IncomingMessage,
     socket: Duplex,
     head: Buffer
-  ): Effect.Effect<ChannelSocket.Accepted | undefined> =>
-    connectRequest(request).pipe(
-      Effect.flatMap((connect) =>
-        channelSocket.accept(connect, (scope) => Ws.upgradeIn(scope, wss, request, socket, head), scope)
-      ),
+  ): Effect.Effect<ChannelSocket.Accepted | undefined> => {
+    let upgrading = false
+    const upgrade = (scope: Scope.Scope) =>
+      Effect.suspend(() => {
+        upgrading = true
+        return Ws.upgradeIn(scope, wss, request, socket, head)
+      })
+    return connectRequest(request).pipe(
+      Effect.flatMap((connect) => channelSocket.accept(connect, upgrade, scope)),
       Effect.catchTag("Refused", (refused) =>
         Effect.sync(() => {
           refuse(socket, refused.status, refused.body)
           return undefined
         })),
+      // Interrupted during admission (the server shuts down): refused as
+      // the upgrades that come now are.
+      Effect.onInterrupt(() => Effect.sync(() => upgrading || refuse(socket, 503))),
       Effect.ensuring(Effect.sync(() => handshakes.done(socket)))
     )
+  }
   // The fiber is not interruptible: only admission and the connection's loop
   // are, and the scope is closed however they end.
   const connect = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
@@ -371,7 +381,7 @@ export function layer(
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         for (const handler of handlers.values()) handler.handle = unavailable
-        handshakes.closeAll()
+        handshakes.closeWaiting()
       })
     )
     const longPolls: Array<readonly [`/${string}`, LongPoll.LongPollServer]> = []

@@ -6,20 +6,26 @@ const requestTimeout = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nCon
 
 const ignore = () => {}
 
+type Timer = ReturnType<typeof setTimeout>
+
 /**
  * The connections of a server that have not completed their request yet:
  * their headers for an HTTP route, their upgrade up to the `101` for a
  * socket. Each has `millis` to do so, past which it is answered 408 and
  * closed (Node's own header timeout, 60 s checked every 30 s, would hold a
- * stalled connection up to 90 s); on shutdown they are closed at once, so
- * that nothing waits for a request that may never come (browsers open
- * connections ahead of need). A connection leaves with its request: an
- * open connection costs nothing here.
+ * stalled connection up to 90 s). On shutdown, those that have not sent
+ * their request's headers are closed at once, so that nothing waits for a
+ * request that may never come (browsers open connections ahead of need);
+ * an upgrade being admitted is answered by its own fiber. A connection
+ * leaves with its request: an open connection costs nothing here.
  *
  * @internal
  */
 export class Handshakes {
-  readonly #timers = new Map<Duplex, ReturnType<typeof setTimeout>>()
+  /** Connections that have not sent their request's headers. */
+  readonly #waiting = new Map<Duplex, Timer>()
+  /** Upgrades being admitted, until their `101`. */
+  readonly #upgrading = new Map<Duplex, Timer>()
   #closed = false
 
   constructor(readonly millis: number) {}
@@ -32,32 +38,41 @@ export class Handshakes {
       if (this.#closed) return void socket.destroy()
       const timer = setTimeout(this.#expire, this.millis, socket)
       timer.unref()
-      this.#timers.set(socket, timer)
+      this.#waiting.set(socket, timer)
     })
     server.prependListener("request", (request: Http.IncomingMessage) => this.done(request.socket))
   }
 
-  /** The connection's request is complete: from now on, Node's timeouts (HTTP) or the socket's (WebSocket) apply. */
-  done(socket: Duplex): void {
-    const timer = this.#timers.get(socket)
-    if (timer !== undefined) {
-      clearTimeout(timer)
-      this.#timers.delete(socket)
-    }
+  /** An upgrade's headers have come: it is being admitted, within the same time limit. */
+  upgrading(socket: Duplex): void {
+    const timer = this.#waiting.get(socket)
+    if (timer === undefined) return
+    this.#waiting.delete(socket)
+    this.#upgrading.set(socket, timer)
   }
 
-  /** Closes every connection that has not completed its request, and those that come later. */
-  closeAll(): void {
+  /** The connection's request is complete: from now on, Node's timeouts (HTTP) or the socket's (WebSocket) apply. */
+  done(socket: Duplex): void {
+    const timer = this.#waiting.get(socket) ?? this.#upgrading.get(socket)
+    if (timer === undefined) return
+    clearTimeout(timer)
+    this.#waiting.delete(socket)
+    this.#upgrading.delete(socket)
+  }
+
+  /** Closes every connection that has not sent its request's headers, and those that come later. */
+  closeWaiting(): void {
     this.#closed = true
-    for (const [socket, timer] of this.#timers) {
+    for (const [socket, timer] of this.#waiting) {
       clearTimeout(timer)
       socket.destroy()
     }
-    this.#timers.clear()
+    this.#waiting.clear()
   }
 
   readonly #expire = (socket: Duplex) => {
-    this.#timers.delete(socket)
+    this.#waiting.delete(socket)
+    this.#upgrading.delete(socket)
     if (!socket.writable) return socket.destroy()
     // An upgrade's socket has no error listener of Node's any more: a reset while it closes is no crash.
     socket.on("error", ignore)
