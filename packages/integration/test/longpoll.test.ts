@@ -8,6 +8,7 @@ import { ChannelHandler, Presence } from "@effect-channels/core"
 import { ConnectRefused } from "@effect-channels/core/ChannelHandler"
 import { describe, expect, it } from "@effect/vitest"
 import * as ConfigProvider from "effect/ConfigProvider"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
@@ -355,6 +356,32 @@ describe("long-poll sessions on the wire", () => {
       expect(elsewhere.status).toBe(410)
       expect(elsewhere.token).toBeDefined()
       expect(elsewhere.token).not.toBe(ada.token)
+    }))
+
+  it.scopedLive("a client that goes away while its connect runs interrupts the connect; no session is left", () =>
+    Effect.gen(function*() {
+      for (const transport of ["server", "route"] as const) {
+        const started = yield* Deferred.make<void>()
+        const interrupted = yield* Deferred.make<void>()
+        const layer = ChannelHandler.layer({
+          connect: () =>
+            Effect.zipRight(
+              Deferred.succeed(started, undefined),
+              Effect.onInterrupt(Effect.never, () => Deferred.succeed(interrupted, undefined))
+            ),
+          join: (conn) => Effect.succeed(conn.allowJoin())
+        })
+        const server = yield* startServer(layer, { transport, logLevel: false })
+        const abort = new AbortController()
+        const request = fetch(`${server.httpUrl}/longpoll?vsn=2.0.0`, { signal: abort.signal }).catch((error) => error)
+        yield* Deferred.await(started)
+        abort.abort()
+        yield* Effect.promise(() => request)
+        yield* Deferred.await(interrupted).pipe(
+          Effect.timeoutFail({ duration: 5000, onTimeout: () => new Error(`over ${transport}: the connect went on`) })
+        )
+        expect(yield* server.broadcaster.connected).toBe(0)
+      }
     }))
 
   it.scopedLive("NodeChannelServer ends its sessions with the server: leave and disconnect run once", () =>

@@ -8,12 +8,14 @@
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
@@ -268,7 +270,7 @@ export const make = (
         const token = yield* signer.sign(id, now)
         const headers = headersOf(request)
         let session: Session | undefined
-        const accepted = yield* socket.accept(
+        const accepting = socket.accept(
           {
             transport: "longpoll",
             url: request.url,
@@ -283,6 +285,21 @@ export const make = (
             }),
           sessionScope
         ).pipe(Effect.onError((cause) => Scope.close(sessionScope, Exit.failCause(cause))))
+        // Admitted (the handler's `connect` run) in an interruptible fiber of
+        // the server's scope, not in the request's, which the platform's HTTP
+        // server may run uninterruptibly and waits for on shutdown: closing
+        // the server interrupts a `connect` that never answers, and the
+        // request is answered 503. The client going away interrupts it too.
+        const admission = yield* Effect.forkIn(Effect.interruptible(accepting), scope)
+        const admitted = yield* Effect.onInterrupt(
+          Effect.interruptible(Fiber.await(admission)),
+          () => Fiber.interrupt(admission)
+        )
+        if (Exit.isFailure(admitted)) {
+          if (Cause.isInterruptedOnly(admitted.cause)) return status(503)
+          return yield* Effect.failCause(admitted.cause)
+        }
+        const accepted = admitted.value
         sessions.set(id, session!)
         runFork(serve(sessionScope, accepted.run), { scope })
         if (!sweeping) {
