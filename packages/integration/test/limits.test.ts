@@ -8,6 +8,7 @@
 import { ChannelHandler, type ChannelHistory } from "@effect-channels/core"
 import type { MessageTooLarge } from "@effect-channels/core/Message"
 import { describe, expect, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
@@ -210,6 +211,53 @@ describe("NodeChannelServer: handshakeTimeout", () => {
       expect((yield* during.next((m) => m[1] === "2"))[4]).toEqual({ status: "ok", response: { also: true } })
       console.log(`handshakeTimeout ${timeout} ms: 201 stalled connections closed ${Math.min(...ends.map((end) => end.at - start))} to ${latest} ms after they opened`)
     }), 30_000)
+
+  it.scopedLive("a connect hook that does not answer within the timeout is interrupted as its upgrade is answered 408", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const interrupted = yield* Deferred.make<void>()
+      const layer = ChannelHandler.layer({
+        connect: (info) =>
+          info.params["slow"] === "yes"
+            ? Effect.zipRight(
+              Deferred.succeed(started, undefined),
+              Effect.onInterrupt(Effect.never, () => Deferred.succeed(interrupted, undefined))
+            )
+            : Effect.succeed({}),
+        join: (conn) => Effect.succeed(conn.allowJoin())
+      })
+      const timeout = 500
+      const server = yield* startServer(layer, { handshakeTimeout: timeout, logLevel: false })
+      // A whole upgrade request, whose connect never answers.
+      const socket = yield* Effect.acquireRelease(
+        Effect.async<Socket>((resume) => {
+          const socket = tcpConnect({ host: "127.0.0.1", port: server.port }, () => {
+            socket.write(
+              `GET /socket/websocket?vsn=2.0.0&slow=yes HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\n` +
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            resume(Effect.succeed(socket))
+          })
+          socket.on("error", () => {})
+        }),
+        (socket) => Effect.sync(() => socket.destroy())
+      )
+      const closed = closedAt(socket)
+      yield* Deferred.await(started)
+      const start = Date.now()
+      const end = yield* closed
+      expect(end.answer).toMatch(/^HTTP\/1\.1 408 /)
+      expect(end.at - start).toBeLessThan(timeout + 1000)
+      // The hook's fiber ended with its handshake, instead of living on.
+      yield* Deferred.await(interrupted).pipe(
+        Effect.timeoutFail({ duration: 2000, onTimeout: () => new Error("the connect hook went on") })
+      )
+      expect(yield* server.broadcaster.connected).toBe(0)
+      // The server goes on serving.
+      const member = yield* connect(server.socketUrl)
+      yield* joined(member)
+    }), 15_000)
 
   it.scopedLive("on shutdown, connections that have not completed their request are closed at once: the server does not wait for them", () =>
     Effect.gen(function*() {

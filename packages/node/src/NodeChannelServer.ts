@@ -257,7 +257,7 @@ const serveSocket = (
   channelSocket: ChannelSocket.ChannelSocket,
   wss: WS.WebSocketServer,
   handshakes: Handshakes,
-  run: (effect: Effect.Effect<void>) => unknown
+  run: (effect: Effect.Effect<void>) => Fiber.RuntimeFiber<void>
 ): UpgradeHandler => {
   const open = (
     scope: Scope.Scope,
@@ -278,9 +278,10 @@ const serveSocket = (
           refuse(socket, refused.status, refused.body)
           return undefined
         })),
-      // Interrupted during admission (the server shuts down): refused as
-      // the upgrades that come now are.
-      Effect.onInterrupt(() => Effect.sync(() => upgrading || refuse(socket, 503))),
+      // Interrupted during admission: refused as the upgrades that come now
+      // are, when the server shuts down; already answered 408 when the
+      // upgrade ran out of time.
+      Effect.onInterrupt(() => Effect.sync(() => upgrading || !socket.writable || refuse(socket, 503))),
       Effect.ensuring(Effect.sync(() => handshakes.done(socket)))
     )
   }
@@ -293,7 +294,7 @@ const serveSocket = (
         onSuccess: serveIn(scope)
       }))
   return (request, socket, head) => {
-    run(connect(request, socket, head))
+    handshakes.admitting(socket, run(connect(request, socket, head)))
   }
 }
 
@@ -365,7 +366,11 @@ export function layer(
     // which of its parts are): one frame fewer under every hook it runs,
     // which keeps its stack's array, never shrunk, at its first size.
     const runFork = Runtime.runFork(Runtime.disableRuntimeFlag(yield* Effect.runtime<never>(), RuntimeFlags.Interruption))
-    const run = (effect: Effect.Effect<void>) => FiberSet.unsafeAdd(fibers, runFork(effect))
+    const run = (effect: Effect.Effect<void>) => {
+      const fiber = runFork(effect)
+      FiberSet.unsafeAdd(fibers, fiber)
+      return fiber
+    }
     const handles = channelSockets.map((channelSocket, index) =>
       serveSocket(channelSocket, servers[index]!, handshakes, run)
     )

@@ -1,3 +1,4 @@
+import * as FiberId from "effect/FiberId"
 import type * as Http from "node:http"
 import type { Duplex } from "node:stream"
 import * as Tls from "node:tls"
@@ -7,6 +8,11 @@ const requestTimeout = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nCon
 const ignore = () => {}
 
 type Timer = ReturnType<typeof setTimeout>
+
+/** What admits an upgrade: interrupted when the upgrade runs out of time. */
+interface Admission {
+  readonly unsafeInterruptAsFork: (fiberId: FiberId.FiberId) => void
+}
 
 /**
  * The connections of a server that have not completed their request yet:
@@ -26,6 +32,8 @@ export class Handshakes {
   readonly #waiting = new Map<Duplex, Timer>()
   /** Upgrades being admitted, until their `101`. */
   readonly #upgrading = new Map<Duplex, Timer>()
+  /** The fibers admitting them (the handler's `connect`), while they do. */
+  readonly #admissions = new Map<Duplex, Admission>()
   #closed = false
 
   constructor(readonly millis: number) {}
@@ -51,6 +59,15 @@ export class Handshakes {
     this.#upgrading.set(socket, timer)
   }
 
+  /**
+   * The upgrade of `socket` is admitted by `fiber`: should it run out of
+   * time, the fiber is interrupted (a `connect` hook that never answers
+   * ends with its handshake) as the socket is answered 408.
+   */
+  admitting(socket: Duplex, fiber: Admission): void {
+    if (this.#upgrading.has(socket)) this.#admissions.set(socket, fiber)
+  }
+
   /** The connection's request is complete: from now on, Node's timeouts (HTTP) or the socket's (WebSocket) apply. */
   done(socket: Duplex): void {
     const timer = this.#waiting.get(socket) ?? this.#upgrading.get(socket)
@@ -58,6 +75,7 @@ export class Handshakes {
     clearTimeout(timer)
     this.#waiting.delete(socket)
     this.#upgrading.delete(socket)
+    this.#admissions.delete(socket)
   }
 
   /** Closes every connection that has not sent its request's headers, and those that come later. */
@@ -73,6 +91,11 @@ export class Handshakes {
   readonly #expire = (socket: Duplex) => {
     this.#waiting.delete(socket)
     this.#upgrading.delete(socket)
+    const admission = this.#admissions.get(socket)
+    if (admission !== undefined) {
+      this.#admissions.delete(socket)
+      admission.unsafeInterruptAsFork(FiberId.none)
+    }
     if (!socket.writable) return socket.destroy()
     // An upgrade's socket has no error listener of Node's any more: a reset while it closes is no crash.
     socket.on("error", ignore)
