@@ -1,7 +1,7 @@
 import { defineProject } from "vitest/config"
 
 // Workspace packages resolve to their TypeScript sources: no build before the tests.
-const conditions = ["@effect-channels/source", "module", "node", "development|production"]
+const conditions = ["@effect-channels/source", "node", "development|production"]
 
 export default defineProject({
   resolve: { conditions },
