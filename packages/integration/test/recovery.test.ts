@@ -10,7 +10,8 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { connect, type RawClient, type V2 } from "./utils/rawClient.js"
+import * as LongPoll from "./utils/longPoll.js"
+import { connect, eventually, type RawClient, type V2 } from "./utils/rawClient.js"
 import { startServer, type TestServer } from "./utils/server.js"
 
 const topic = "rooms:1"
@@ -111,6 +112,75 @@ describe("recovery on the wire", () => {
       expect(reply[4]).toEqual({ status: "ok", response: { _position: at(epoch, 1), _recovered: true } })
       yield* publish(server, 9, 9)
       expect(yield* broadcasts(ada)).toEqual(seq(epoch, 2, 9))
+    }))
+
+  it.scopedLive.each(["server", "longpoll"] as const)("a replay larger than outboundBufferLimit is paced, not a slow client: all of it, in order, then live ones (%s)", (transport) =>
+    Effect.gen(function*() {
+      // 100 broadcasts of 20 KB: 2 MB to replay, twice the default bound of 1 MiB.
+      const server = yield* startServer(plain, { broadcaster, transport })
+      const probe = yield* connect(server.socketUrl)
+      const epoch = epochOf((yield* join(probe, {}))["_position"])
+      const data = "x".repeat(20_000)
+      yield* Effect.forEach(
+        Array.from({ length: 100 }, (_, i) => i + 1),
+        (n) => server.broadcaster.broadcast(topic, "seq", { n, data }),
+        { discard: true }
+      )
+      const ada = yield* connect(server.socketUrl)
+      expect(yield* join(ada, { _position: at(epoch, 0) })).toEqual({ _position: at(epoch, 0), _recovered: true })
+      yield* server.broadcaster.broadcast(topic, "seq", { n: 101, data })
+      const received: Array<V2> = []
+      while (received.length < 101) received.push(yield* ada.next((frame) => frame[3] === "seq", 10_000))
+      expect(received.map((frame) => [frame[1], (frame[4] as { n: number }).n])).toEqual(
+        Array.from({ length: 101 }, (_, i) => [at(epoch, i + 1), i + 1])
+      )
+      // Still connected, and served.
+      yield* join(ada, {}, "plain:1")
+    }))
+
+  it.scopedLive("a long-poll client that stops polling during its replay is ended by its idle time, the replay with it", () =>
+    Effect.gen(function*() {
+      // Over long-poll, what is unsent is what the client has not polled; the
+      // session ends when not polled for 1.5 windows (a WebSocket client that
+      // takes nothing is dropped after heartbeatTimeout).
+      const server = yield* startServer(plain, {
+        broadcaster,
+        transport: "longpoll",
+        longPoll: { secret: "test-secret", window: "1 second" }
+      })
+      const probe = yield* connect(server.socketUrl)
+      const epoch = epochOf((yield* join(probe, {}))["_position"])
+      // The probe leaves before the burst, which it would not poll fast enough for.
+      yield* probe.send([null, "l0", topic, "phx_leave", {}])
+      yield* probe.next((frame) => frame[1] === "l0")
+      // 100 broadcasts of 40 KB: at least three turns of the 1 MiB bound.
+      const data = "x".repeat(40_000)
+      yield* Effect.forEach(
+        Array.from({ length: 100 }, (_, i) => i + 1),
+        (n) => server.broadcaster.broadcast(topic, "seq", { n, data }),
+        { discard: true }
+      )
+      const endpoint = `${server.httpUrl}/longpoll?vsn=2.0.0`
+      const opened = yield* LongPoll.request(endpoint)
+      const url = `${endpoint}&token=${encodeURIComponent(opened.token!)}`
+      yield* LongPoll.request(url, {
+        method: "POST",
+        headers: { "content-type": "application/x-ndjson" },
+        body: JSON.stringify(["1", "1", topic, "phx_join", { _position: at(epoch, 0) }])
+      })
+      // One poll: the reply and the replay's first turn (at most the bound), then no more.
+      const first = yield* LongPoll.request(url)
+      const start = Date.now()
+      const taken = (first.messages ?? []).map((message) => JSON.parse(message) as V2)
+      expect(taken[0]?.[3]).toBe("phx_reply")
+      const replayed = taken.filter((frame) => frame[3] === "seq").length
+      expect(replayed).toBeGreaterThan(0)
+      expect(replayed * 40_000).toBeLessThanOrEqual(1024 * 1024)
+      // Still a connection meanwhile: a replay waiting for its client is no slow client.
+      expect(yield* server.broadcaster.connected).toBe(2)
+      yield* eventually(server.broadcaster.connected, (n) => n === 1, 5000)
+      expect(Date.now() - start).toBeGreaterThanOrEqual(1400)
+      expect((yield* LongPoll.request(url)).status).toBe(410)
     }))
 
   it.scopedLive("the handler's join does not see `_position`; the app's response keeps its own fields", () =>

@@ -317,11 +317,18 @@ class ChannelImpl implements ChannelConn, Subscriber {
    * back. Those it intercepts go to its fiber instead, each in its turn.
    */
   deliver(delivered: ReadonlyArray<Envelope>): void {
-    if (this.phase < Phase.Joined) {
+    // Before the join reply, and while a rejoin's replay goes out (`early` set), held back.
+    if (this.phase < Phase.Joined || this.early !== undefined) {
       const early = this.early ??= []
       for (const envelope of delivered) early.push(envelope)
       return
     }
+    if (this.phase === Phase.Ended) return
+    this.writeNow(delivered)
+  }
+
+  /** {@link deliver}'s writing, past its holding back. */
+  writeNow(delivered: ReadonlyArray<Envelope>): void {
     if (this.phase === Phase.Ended) return
     const envelopes = this.cursor === undefined ? delivered : this.inOrder(delivered, this.cursor)
     if (envelopes.length === 0) return
@@ -620,6 +627,46 @@ class ConnectionImpl implements Connection, Registration {
       recorder.broadcastWritten(envelope, serializer)
     }
     transport.sendAll(frames)
+  }
+
+  /**
+   * Writes a rejoin's missed broadcasts in turns that fit within
+   * `outboundBufferLimit`, each once the client has taken most of the one
+   * before, so that a replay larger than the bound is not taken for a slow
+   * client. A client that takes nothing of it for `heartbeatTimeout` is
+   * dropped as slow.
+   */
+  replay(channel: ChannelImpl, envelopes: ReadonlyArray<Envelope>): Effect.Effect<void> {
+    const limit = this.options.outboundBufferLimit
+    let from = 0
+    const turn: Effect.Effect<void> = Effect.suspend(() => {
+      if (channel.phase === Phase.Ended || !this.writable()) return Effect.void
+      const room = limit - this.transport.bufferedAmount()
+      let size = 0
+      let to = from
+      while (to < envelopes.length) {
+        const frame = envelopes[to]!.frame(this.serializer)
+        if (Either.isRight(frame)) size += frameSize(frame.right)
+        if (size > room && to > from) break
+        to++
+      }
+      channel.writeNow(from === 0 && to === envelopes.length ? envelopes : envelopes.slice(from, to))
+      from = to
+      return from < envelopes.length ? Effect.zipRight(this.taken(limit / 2), turn) : Effect.void
+    })
+    return turn
+  }
+
+  /** Waits until at most `bytes` are left unsent; past `heartbeatTimeout`, drops the client as slow. */
+  taken(bytes: number): Effect.Effect<void> {
+    const every = 10
+    let left = Math.ceil(Duration.toMillis(this.options.heartbeatTimeout) / every)
+    const check: Effect.Effect<void> = Effect.suspend(() => {
+      if (!this.writable() || this.transport.bufferedAmount() <= bytes) return Effect.void
+      if (left-- <= 0) return Effect.sync(() => this.dropSlowClient())
+      return Effect.zipRight(Effect.sleep(every), check)
+    })
+    return check
   }
 
   // Channels
@@ -1009,8 +1056,12 @@ class ConnectionImpl implements Connection, Registration {
       }
       if (channel.phase !== Phase.Allowed) return
       channel.phase = Phase.Joined
-      // What the client missed, then what came during the join: the cursor drops what both hold.
-      if (missed !== undefined && missed.length > 0) channel.deliver(missed)
+      // What the client missed, then what came during the join and the
+      // replay (held in `early` until then): the cursor drops what both hold.
+      if (missed !== undefined && missed.length > 0) {
+        channel.early ??= []
+        yield* connection.replay(channel, missed)
+      }
       const early = channel.early
       channel.early = undefined
       if (early !== undefined) channel.deliver(early)
