@@ -168,6 +168,23 @@ const stalled = (port: number) =>
     socket.on("error", () => {})
   })
 
+/** Opens a TCP connection and sends a whole upgrade request to the socket, with `query`. */
+const upgradeRequest = (port: number, query: string) =>
+  Effect.acquireRelease(
+    Effect.async<Socket>((resume) => {
+      const socket = tcpConnect({ host: "127.0.0.1", port }, () => {
+        socket.write(
+          `GET /socket/websocket?${query} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        resume(Effect.succeed(socket))
+      })
+      socket.on("error", () => {})
+    }),
+    (socket) => Effect.sync(() => socket.destroy())
+  )
+
 const closedAt = (socket: Socket) =>
   Effect.async<{ readonly at: number; readonly answer: string }>((resume) => {
     let answer = ""
@@ -229,20 +246,7 @@ describe("NodeChannelServer: handshakeTimeout", () => {
       const timeout = 500
       const server = yield* startServer(layer, { handshakeTimeout: timeout, logLevel: false })
       // A whole upgrade request, whose connect never answers.
-      const socket = yield* Effect.acquireRelease(
-        Effect.async<Socket>((resume) => {
-          const socket = tcpConnect({ host: "127.0.0.1", port: server.port }, () => {
-            socket.write(
-              `GET /socket/websocket?vsn=2.0.0&slow=yes HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\n` +
-                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-            )
-            resume(Effect.succeed(socket))
-          })
-          socket.on("error", () => {})
-        }),
-        (socket) => Effect.sync(() => socket.destroy())
-      )
+      const socket = yield* upgradeRequest(server.port, "vsn=2.0.0&slow=yes")
       const closed = closedAt(socket)
       yield* Deferred.await(started)
       const start = Date.now()
