@@ -25,6 +25,7 @@ import * as Supervisor from "effect/Supervisor"
 import * as TestClock from "effect/TestClock"
 import type { Socket } from "node:net"
 import type WebSocket from "ws"
+import { hangingConnect } from "./utils/hangingConnect.js"
 import type { RawClient } from "./utils/rawClient.js"
 import { closedAs, connect, eventually, goAway } from "./utils/rawClient.js"
 import type { TestServer } from "./utils/server.js"
@@ -249,15 +250,11 @@ describe.each(rawTransports)("lifecycle over %s", (transport) => {
 
   it.scopedLive("a connection whose connect hook never answers does not hold the server's shutdown", () =>
     Effect.gen(function*() {
-      const connecting = yield* Deferred.make<void>()
-      const handler = ChannelHandler.layer({
-        connect: () => Effect.zipRight(Deferred.succeed(connecting, undefined), Effect.never),
-        join: (conn) => Effect.succeed(conn.allowJoin())
-      })
+      const { layer: handler, started } = yield* hangingConnect()
       const serverScope = yield* Scope.make()
       const server = yield* Scope.extend(startServer(handler, { transport, logLevel: false }), serverScope)
       const attempt = yield* Effect.fork(Effect.scoped(connect(server.socketUrl)))
-      yield* Deferred.await(connecting)
+      yield* Deferred.await(started)
       const start = Date.now()
       yield* Scope.close(serverScope, Exit.void).pipe(
         Effect.timeoutFail({ duration: 5000, onTimeout: () => new Error("the shutdown waited for the connect hook") })

@@ -14,6 +14,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import { connect as tcpConnect, type Socket } from "node:net"
+import { hangingConnect } from "./utils/hangingConnect.js"
 import { connect, eventually, type RawClient } from "./utils/rawClient.js"
 import { startServer, transports } from "./utils/server.js"
 
@@ -231,18 +232,7 @@ describe("NodeChannelServer: handshakeTimeout", () => {
 
   it.scopedLive("a connect hook that does not answer within the timeout is interrupted as its upgrade is answered 408", () =>
     Effect.gen(function*() {
-      const started = yield* Deferred.make<void>()
-      const interrupted = yield* Deferred.make<void>()
-      const layer = ChannelHandler.layer({
-        connect: (info) =>
-          info.params["slow"] === "yes"
-            ? Effect.zipRight(
-              Deferred.succeed(started, undefined),
-              Effect.onInterrupt(Effect.never, () => Deferred.succeed(interrupted, undefined))
-            )
-            : Effect.succeed({}),
-        join: (conn) => Effect.succeed(conn.allowJoin())
-      })
+      const { awaitInterrupted, layer, started } = yield* hangingConnect((params) => params["slow"] === "yes")
       const timeout = 500
       const server = yield* startServer(layer, { handshakeTimeout: timeout, logLevel: false })
       // A whole upgrade request, whose connect never answers.
@@ -254,9 +244,7 @@ describe("NodeChannelServer: handshakeTimeout", () => {
       expect(end.answer).toMatch(/^HTTP\/1\.1 408 /)
       expect(end.at - start).toBeLessThan(timeout + 1000)
       // The hook's fiber ended with its handshake, instead of living on.
-      yield* Deferred.await(interrupted).pipe(
-        Effect.timeoutFail({ duration: 2000, onTimeout: () => new Error("the connect hook went on") })
-      )
+      yield* awaitInterrupted("the connect hook went on", 2000)
       expect(yield* server.broadcaster.connected).toBe(0)
       // The server goes on serving.
       const member = yield* connect(server.socketUrl)

@@ -19,6 +19,7 @@ import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import { type Channel, Presence as ClientPresence, Socket } from "phoenix"
 import WebSocket from "ws"
+import { hangingConnect } from "./utils/hangingConnect.js"
 import * as LongPoll from "./utils/longPoll.js"
 import { join, next, push, socket as wsSocket, until } from "./utils/phoenixClient.js"
 import { connect as wsConnect, eventually } from "./utils/rawClient.js"
@@ -361,25 +362,14 @@ describe("long-poll sessions on the wire", () => {
   it.scopedLive("a client that goes away while its connect runs interrupts the connect; no session is left", () =>
     Effect.gen(function*() {
       for (const transport of ["server", "route"] as const) {
-        const started = yield* Deferred.make<void>()
-        const interrupted = yield* Deferred.make<void>()
-        const layer = ChannelHandler.layer({
-          connect: () =>
-            Effect.zipRight(
-              Deferred.succeed(started, undefined),
-              Effect.onInterrupt(Effect.never, () => Deferred.succeed(interrupted, undefined))
-            ),
-          join: (conn) => Effect.succeed(conn.allowJoin())
-        })
+        const { awaitInterrupted, layer, started } = yield* hangingConnect()
         const server = yield* startServer(layer, { transport, logLevel: false })
         const abort = new AbortController()
         const request = fetch(`${server.httpUrl}/longpoll?vsn=2.0.0`, { signal: abort.signal }).catch((error) => error)
         yield* Deferred.await(started)
         abort.abort()
         yield* Effect.promise(() => request)
-        yield* Deferred.await(interrupted).pipe(
-          Effect.timeoutFail({ duration: 5000, onTimeout: () => new Error(`over ${transport}: the connect went on`) })
-        )
+        yield* awaitInterrupted(`over ${transport}: the connect went on`, 5000)
         expect(yield* server.broadcaster.connected).toBe(0)
       }
     }))

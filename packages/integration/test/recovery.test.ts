@@ -51,6 +51,22 @@ const epochOf = (position: unknown) => String(position).slice(0, String(position
 const seq = (epoch: string, from: number, to: number, on = topic): Array<V2> =>
   Array.from({ length: to - from + 1 }, (_, i) => [null, at(epoch, from + i), on, "seq", { n: from + i }])
 
+/**
+ * 100 broadcasts of `bytes` each on `topic` (a probe joins first, for the
+ * history's epoch, and leaves before them, as it would not take them fast
+ * enough over long-poll): the epoch.
+ */
+const largeHistory = (server: TestServer, bytes: number) =>
+  Effect.gen(function*() {
+    const probe = yield* connect(server.socketUrl)
+    const epoch = epochOf((yield* join(probe, {}))["_position"])
+    yield* probe.send([null, "l0", topic, "phx_leave", {}])
+    yield* probe.next((frame) => frame[1] === "l0")
+    const data = "x".repeat(bytes)
+    for (let n = 1; n <= 100; n++) yield* server.broadcaster.broadcast(topic, "seq", { n, data })
+    return { epoch, data }
+  })
+
 describe("recovery on the wire", () => {
   it.scopedLive("positions in the refs, then a rejoin from one of them gets what it missed, in order, then live ones", () =>
     Effect.gen(function*() {
@@ -118,14 +134,7 @@ describe("recovery on the wire", () => {
     Effect.gen(function*() {
       // 100 broadcasts of 20 KB: 2 MB to replay, twice the default bound of 1 MiB.
       const server = yield* startServer(plain, { broadcaster, transport })
-      const probe = yield* connect(server.socketUrl)
-      const epoch = epochOf((yield* join(probe, {}))["_position"])
-      const data = "x".repeat(20_000)
-      yield* Effect.forEach(
-        Array.from({ length: 100 }, (_, i) => i + 1),
-        (n) => server.broadcaster.broadcast(topic, "seq", { n, data }),
-        { discard: true }
-      )
+      const { data, epoch } = yield* largeHistory(server, 20_000)
       const ada = yield* connect(server.socketUrl)
       expect(yield* join(ada, { _position: at(epoch, 0) })).toEqual({ _position: at(epoch, 0), _recovered: true })
       yield* server.broadcaster.broadcast(topic, "seq", { n: 101, data })
@@ -148,18 +157,8 @@ describe("recovery on the wire", () => {
         transport: "longpoll",
         longPoll: { secret: "test-secret", window: "1 second" }
       })
-      const probe = yield* connect(server.socketUrl)
-      const epoch = epochOf((yield* join(probe, {}))["_position"])
-      // The probe leaves before the burst, which it would not poll fast enough for.
-      yield* probe.send([null, "l0", topic, "phx_leave", {}])
-      yield* probe.next((frame) => frame[1] === "l0")
       // 100 broadcasts of 40 KB: at least three turns of the 1 MiB bound.
-      const data = "x".repeat(40_000)
-      yield* Effect.forEach(
-        Array.from({ length: 100 }, (_, i) => i + 1),
-        (n) => server.broadcaster.broadcast(topic, "seq", { n, data }),
-        { discard: true }
-      )
+      const { epoch } = yield* largeHistory(server, 40_000)
       const endpoint = `${server.httpUrl}/longpoll?vsn=2.0.0`
       const opened = yield* LongPoll.request(endpoint)
       const url = `${endpoint}&token=${encodeURIComponent(opened.token!)}`

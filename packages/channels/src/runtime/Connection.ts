@@ -323,7 +323,6 @@ class ChannelImpl implements ChannelConn, Subscriber {
       for (const envelope of delivered) early.push(envelope)
       return
     }
-    if (this.phase === Phase.Ended) return
     this.writeNow(delivered)
   }
 
